@@ -1,0 +1,40 @@
+"""The `lenstrt` command group. Command modules import only click at module level so that
+`lenstrt --help` stays instant; torch, onnxruntime and tensorrt load inside the commands."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from lenstrt import __version__
+from lenstrt.errors import LenstrtError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except LenstrtError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lenstrt")
+def cli() -> None:
+    """Strong-lens finding from simulation to fast inference: simulate -> train -> export -> serve -> bench."""
+
+
+def _register() -> None:
+    from lenstrt.cli import bench, evaluate, export, info, preview, serve, simulate, train
+
+    for mod in (info, simulate, preview, train, evaluate, export, serve, bench):
+        cli.add_command(mod.command)
+
+
+_register()
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,140 @@
+"""Configuration: frozen dataclasses, loaded from YAML, with explicit CLI flags winning.
+
+A YAML file has sections (`training:`, `data:`, `inference:`, `ensemble:`, `cloud:`), each mapped
+onto one dataclass below. Unknown keys are errors (a typo must not silently do nothing). A CLI
+option left at None means "keep the file's value, else the default".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from lenstrt.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    arch: tuple[str, ...] = ("resnet18",)
+    members: int = 1                     # members per arch, each with its own seed
+    epochs: int = 10
+    max_steps: int | None = None
+    time_budget_min: float | None = None  # schedule on elapsed time; stops when it is spent
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    warmup_steps: int = 50
+    scheduler: str = "cosine"            # cosine | plateau
+    gradient_clip: float = 1.0
+    amp: bool | None = None              # None: auto (CUDA: on; CPU: bf16 when the CPU has native bf16)
+    amp_dtype: str = "auto"              # auto | fp16 | bf16
+    channels_last: bool = True
+    grad_checkpointing: bool = False
+    dropout: float = 0.1
+    val_fraction: float = 0.1
+    val_every: int = 200                 # steps between validations
+    seed: int = 0
+    augment: bool = True
+    keep_stem_resolution: bool = True    # resnet18: drop the max-pool for small cutouts
+    tensorboard: bool = False
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    num_workers: int | None = None       # None: auto-tuned to the machine
+    pin_memory: bool | None = None       # None: on when training on CUDA
+    persistent_workers: bool = True
+    prefetch_factor: int = 2
+    simulate_on_the_fly: bool = False
+    survey: str = "lsst-gri"
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    batch_size: int = 128
+    amp: bool = True
+    parallel: bool = True
+    mc_samples: int = 0
+    backend: str = "auto"
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    models: tuple[str, ...] = ("resnet18",)
+    fusion_method: str = "mean"          # mean | uncertainty_weighted
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    platform: str = "aws"
+    optimization: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    cloud: CloudConfig = field(default_factory=CloudConfig)
+
+
+def _coerce(value: Any, default: Any) -> Any:
+    if isinstance(default, tuple) and isinstance(value, (list, tuple)):
+        return tuple(value)
+    if isinstance(default, tuple) and isinstance(value, str):
+        return (value,)
+    return value
+
+
+def section_from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:
+    names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    defaults = cls()
+    values = {k: _coerce(v, getattr(defaults, k)) for k, v in data.items()}
+    return dataclasses.replace(defaults, **values)  # type: ignore[type-var]
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read a YAML config; None gives the defaults."""
+    if path is None:
+        return Config()
+    import yaml
+
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config ({exc.strerror}); check the path") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML ({exc}); fix the syntax") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: expected a mapping of sections (training:, data:, ...)")
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    unknown = sorted(set(raw) - set(sections))
+    if unknown:
+        raise ConfigError(f"{p}: unknown section(s) {', '.join(unknown)}; known: {', '.join(sorted(sections))}")
+    parts = {}
+    for name in sections:
+        if name in raw:
+            sub = raw[name] or {}
+            if not isinstance(sub, dict):
+                raise ConfigError(f"{p}: section '{name}' must be a mapping")
+            parts[name] = section_from_dict(type(getattr(Config(), name)), sub, f"{p} [{name}]")
+    return dataclasses.replace(Config(), **parts)
+
+
+def override(section: T, **values: Any) -> T:
+    """Apply CLI values that were given (not None) on top of a config section."""
+    given = {k: _coerce(v, getattr(section, k)) for k, v in values.items() if v is not None and v != ()}
+    return dataclasses.replace(section, **given) if given else section  # type: ignore[type-var]
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    return dataclasses.asdict(obj)

@@ -1,0 +1,90 @@
+"""What `lenstrt info` reports, and the environment header of bench and serve summaries."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import sys
+from typing import Any
+
+
+def _version(module: str) -> str | None:
+    try:
+        mod = importlib.import_module(module)
+    except Exception as exc:  # a broken install must not break `info`
+        return None if isinstance(exc, ImportError) else f"import failed: {exc}"
+    return getattr(mod, "__version__", "unknown")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpus() -> list[dict[str, Any]] | str:
+    """GPUs through NVML (nvidia-ml-py); a string saying why when there are none."""
+    try:
+        import pynvml
+    except ImportError:
+        return "nvidia-ml-py not installed"
+    try:
+        pynvml.nvmlInit()
+    except Exception as exc:
+        return f"no NVIDIA driver ({type(exc).__name__})"
+    try:
+        out = []
+        driver = pynvml.nvmlSystemGetDriverVersion()
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            mem = pynvml.nvmlDeviceGetMemoryInfo(h)
+            out.append({"index": i, "name": pynvml.nvmlDeviceGetName(h),
+                        "memory_gib": round(mem.total / 2**30, 1), "driver": driver})
+        return out
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def tensorrt_status() -> str:
+    try:
+        import tensorrt as trt  # noqa: F401
+    except ImportError:
+        return "not installed (pip install 'lenstrt[trt]' on a machine with an NVIDIA GPU)"
+    except Exception as exc:
+        return f"import failed: {exc}"
+    return str(trt.__version__)
+
+
+def collect() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "lenstrt": _version("lenstrt"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_cores": os.cpu_count(),
+    }
+    torch_v = _version("torch")
+    info["torch"] = torch_v
+    if torch_v and not torch_v.startswith("import failed"):
+        import torch
+
+        info["torch_cuda"] = torch.version.cuda
+        info["cuda_available"] = torch.cuda.is_available()
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    info["torchvision"] = _version("torchvision")
+    info["onnx"] = _version("onnx")
+    ort_v = _version("onnxruntime")
+    info["onnxruntime"] = ort_v
+    if ort_v and not ort_v.startswith("import failed"):
+        import onnxruntime as ort
+
+        info["onnxruntime_providers"] = ort.get_available_providers()
+    info["tensorrt"] = tensorrt_status()
+    info["gpus"] = gpus()
+    return info
