@@ -2,8 +2,46 @@ from __future__ import annotations
 
 import click
 
+from lenstrt.cli import options
+
 
 @click.command("train")
-def command():
-    """(not yet available)"""
-    raise click.ClickException("'lenstrt train' is not implemented yet")
+@click.option("--data", multiple=True, required=True, help="Training cutouts (files, directories, globs).")
+@click.option("--arch", multiple=True, help="Architecture (repeat for an ensemble): resnet18, vit_b_16, vit_small, ...")
+@click.option("--members", type=click.IntRange(min=1), default=None, help="Members per architecture (different seeds).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None)
+@click.option("--max-steps", type=click.IntRange(min=1), default=None)
+@click.option("--time-budget", "time_budget_min", type=click.FloatRange(min=0.01), default=None,
+              help="Minutes per member; the LR schedule then decays to zero exactly when time is up.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--amp/--no-amp", default=None, help="Mixed precision (default: auto, see docs/training.md).")
+@click.option("--amp-dtype", type=click.Choice(["auto", "fp16", "bf16"]), default=None)
+@click.option("--grad-checkpointing/--no-grad-checkpointing", default=None, help="ViT: recompute activations.")
+@click.option("--scheduler", type=click.Choice(["cosine", "plateau"]), default=None)
+@click.option("--val-every", type=click.IntRange(min=1), default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--simulate-on-the-fly", is_flag=True, default=None, help="Train on freshly simulated batches.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoints.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory.")
+@options.config
+@options.quiet
+def command(data, arch, members, epochs, max_steps, time_budget_min, batch_size, lr, amp, amp_dtype,
+            grad_checkpointing, scheduler, val_every, seed, simulate_on_the_fly, device, resume, out, config_path, quiet):
+    """Train lens classifiers (an ensemble with several --arch / --members) with AMP and calibration."""
+    from lenstrt.config import load_config, override
+    from lenstrt.train.trainer import train
+
+    cfg = load_config(config_path)
+    tcfg = override(cfg.training, arch=tuple(arch), members=members, epochs=epochs, max_steps=max_steps,
+                    time_budget_min=time_budget_min, batch_size=batch_size, lr=lr, amp=amp, amp_dtype=amp_dtype,
+                    grad_checkpointing=grad_checkpointing, scheduler=scheduler, val_every=val_every, seed=seed)
+    dcfg = override(cfg.data, simulate_on_the_fly=simulate_on_the_fly)
+    manifest = train(tcfg, dcfg, list(data), out, device=device, resume=resume, progress=not quiet)
+    click.echo(f"device {manifest['device']}, {manifest['precision']['why']}; loader: {manifest['loader']['why']}")
+    for m in manifest["members"]:
+        mt = m["metrics"]
+        click.echo(f"{m['name']}: val AUROC {mt['roc_auc']:.4f}, TPR@FPR1e-3 {mt['tpr_at_fpr_1e-3']:.3f}, "
+                   f"T={m['temperature']:.2f}, {mt['train_steps']} steps in {mt['train_time_s']:.0f} s")
+    click.echo(f"run: {out}/ensemble.json")

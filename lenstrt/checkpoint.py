@@ -1,0 +1,68 @@
+"""The checkpoint contract. Training writes it; evaluate, export and the torch backend read it.
+
+A plain dict saved with torch.save and loadable with `weights_only=True` (tensors and Python
+primitives only), carrying everything needed to rebuild, evaluate, resume and export the model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lenstrt.errors import CheckpointError
+from lenstrt.io import atomic_path
+
+SCHEMA = "lenstrt-checkpoint/1"
+REQUIRED = ("schema", "state_dict", "arch", "arch_kwargs", "bands", "image_size", "preprocess", "temperature")
+
+
+def save(path: str | Path, ckpt: dict[str, Any]) -> Path:
+    import torch
+
+    ckpt = {"schema": SCHEMA, **ckpt}
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+    return Path(path)
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: checkpoint not found; pass a .pt file or a run directory from `lenstrt train`")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{p}: not a loadable lenstrt checkpoint ({type(exc).__name__}); "
+                              "re-create it with `lenstrt train`") from exc
+    missing = [k for k in REQUIRED if k not in ckpt] if isinstance(ckpt, dict) else list(REQUIRED)
+    if missing:
+        raise CheckpointError(f"{p}: checkpoint lacks {', '.join(missing)}; it was not written by `lenstrt train`")
+    return ckpt
+
+
+def build_model(ckpt: dict[str, Any]):
+    """The model of a checkpoint, weights loaded, in eval mode."""
+    from lenstrt.models import create_model
+
+    model = create_model(ckpt["arch"], len(ckpt["bands"]), ckpt["image_size"], **ckpt["arch_kwargs"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()
+
+
+def resolve(path: str | Path) -> list[Path]:
+    """A checkpoint file, or a run directory -> its members' best checkpoints (ensemble order)."""
+    import json
+
+    p = Path(path)
+    if p.is_dir():
+        manifest = p / "ensemble.json"
+        if manifest.is_file():
+            members = json.loads(manifest.read_text())["members"]
+            return [p / m["checkpoint"] for m in members]
+        found = sorted(p.glob("**/best.pt"))
+        if found:
+            return found
+        raise CheckpointError(f"{p}: no ensemble.json or best.pt inside; is this a `lenstrt train` run directory?")
+    return [p]

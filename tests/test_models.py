@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+import torch
+
+from lenstrt.errors import ConfigError
+from lenstrt.models import create_model, export_spec, list_models
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "vit_tiny"])
+def test_scores_invariant_to_band_scale_and_sky(sim_dir, arch):
+    from lenstrt.data.readers import load_all
+
+    torch.manual_seed(0)
+    model = create_model(arch, 3, 64).eval()
+    x = torch.from_numpy(load_all(sim_dir)["images"][:16])
+    with torch.no_grad():
+        ref = torch.sigmoid(model(x))
+        scaled = x.clone()
+        scaled[:, 0] *= 37.0      # g band in other units
+        scaled[:, 2] *= 0.004     # i band in other units
+        shifted = x.clone()
+        shifted[:, 1] += 1234.5   # r band with an unsubtracted sky level
+        for other in (scaled, shifted):
+            assert (torch.sigmoid(model(other)) - ref).abs().max().item() < 1e-3
+
+
+def test_registry_and_specs():
+    assert {"resnet18", "vit_b_16", "vit_small", "vit_tiny"} <= set(list_models())
+    assert export_spec("vit_small").fp32_ops and export_spec("resnet18").opset >= 18
+    with pytest.raises(ConfigError, match="unknown architecture 'resnet99'"):
+        create_model("resnet99", 3, 64)
+
+
+def test_shapes_single_band_and_vit_b16():
+    x = torch.randn(2, 1, 64, 64)
+    assert create_model("resnet18", 1, 64).eval()(x).shape == (2, 1)
+    vit = create_model("vit_b_16", 1, 64).eval()
+    out = vit(x)
+    assert out.shape == (2, 1) and out.abs().sum() > 0  # head is not zero-initialised
+
+
+def test_vit_grad_checkpointing_matches():
+    torch.manual_seed(0)
+    a = create_model("vit_tiny", 3, 64, grad_checkpointing=True)
+    b = create_model("vit_tiny", 3, 64)
+    b.load_state_dict(a.state_dict())
+    a.train(), b.train()
+    x = torch.randn(4, 3, 64, 64)
+    torch.manual_seed(1)
+    la = a(x).sum()
+    torch.manual_seed(1)
+    lb = b(x).sum()
+    la.backward(), lb.backward()
+    ga = a.backbone.vit.conv_proj.weight.grad
+    gb = b.backbone.vit.conv_proj.weight.grad
+    assert torch.allclose(la, lb, atol=1e-5) and torch.allclose(ga, gb, atol=1e-5)
+    assert np.isfinite(ga.numpy()).all()

@@ -1,0 +1,104 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lenstrt import checkpoint as ck
+from lenstrt.config import DataConfig, TrainingConfig
+from lenstrt.train.hardware import choose_precision
+from lenstrt.train.trainer import Trainer, load_training_data, predict_logits, split, train
+
+
+@pytest.fixture(scope="session")
+def run_dir(sim_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    cfg = TrainingConfig(arch=("resnet18", "vit_tiny"), max_steps=30, batch_size=16, val_every=15, warmup_steps=5,
+                         lr=2e-3)
+    train(cfg, DataConfig(), [str(sim_dir)], out, device="cpu", progress=False)
+    return out
+
+
+def test_training_lowers_the_loss(sim_dir, run_dir):
+    data = load_training_data([str(sim_dir)])
+    c = ck.load(run_dir / "resnet18-s0" / "best.pt")
+    trained = ck.build_model(c)
+    torch.manual_seed(0)
+    from lenstrt.models import create_model
+
+    fresh = create_model("resnet18", 3, 64, **c["arch_kwargs"]).eval()
+    y = data.labels.astype(np.float64)
+
+    def bce(model):
+        z = predict_logits(model, data.images, "cpu")
+        return float(np.mean(np.logaddexp(0, z) - y * z))
+
+    assert bce(trained) < 0.9 * bce(fresh)
+
+
+def test_checkpoint_round_trip_and_contents(sim_dir, run_dir):
+    manifest = json.loads((run_dir / "ensemble.json").read_text())
+    assert [m["name"] for m in manifest["members"]] == ["resnet18-s0", "vit_tiny-s1000"]
+    assert ck.resolve(run_dir) == [run_dir / "resnet18-s0/best.pt", run_dir / "vit_tiny-s1000/best.pt"]
+    c = torch.load(run_dir / "resnet18-s0" / "best.pt", weights_only=True)
+    for key in ("arch", "arch_kwargs", "bands", "image_size", "survey", "preprocess", "temperature", "metrics",
+                "config", "seed", "versions", "data_hash"):
+        assert key in c, key
+    assert c["bands"] == ["g", "r", "i"] and c["survey"] == "lsst-gri" and c["temperature"] > 0
+    assert 0 <= c["metrics"]["roc_auc"] <= 1 and c["metrics"]["n"] > 0
+    m1, m2 = ck.build_model(c), ck.build_model(ck.load(run_dir / "resnet18-s0" / "best.pt"))
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(m1(x), m2(x))
+
+
+def test_resume_continues_exactly(sim_dir, tmp_path):
+    cfg = TrainingConfig(arch=("vit_tiny",), max_steps=6, batch_size=8, val_every=3, warmup_steps=2, amp=False)
+    data = load_training_data([str(sim_dir)])
+    tr, va = split(data, 0.2, 0)
+    t = Trainer(cfg, DataConfig(), "cpu", progress=False)
+    t.train_member("vit_tiny", 5, tr, va, tmp_path / "a")
+    t.train_member("vit_tiny", 5, tr, va, tmp_path / "b", _stop_at_step=3)  # "crash" after step 3
+    assert ck.load(tmp_path / "b" / "last.pt")["step"] == 3
+    t.train_member("vit_tiny", 5, tr, va, tmp_path / "b", resume=True)
+    a, b = ck.load(tmp_path / "a" / "last.pt"), ck.load(tmp_path / "b" / "last.pt")
+    assert a["step"] == b["step"] == 6
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+
+
+def test_precision_choice():
+    assert choose_precision(TrainingConfig(amp=False), "cpu").dtype == "float32"
+    assert choose_precision(TrainingConfig(amp=True), "cpu").dtype == "bfloat16"
+    p = choose_precision(TrainingConfig(), "cuda")
+    assert p.dtype == "float16" and p.grad_scaler
+    assert choose_precision(TrainingConfig(amp_dtype="bf16"), "cuda").dtype == "bfloat16"
+
+
+def test_evaluate_writes_metrics_and_plots(sim_dir, run_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from lenstrt.cli.main import cli
+
+    res = CliRunner().invoke(cli, ["evaluate", "--checkpoint", str(run_dir), "--data", str(sim_dir),
+                                   "--out", str(tmp_path / "ev"), "-q"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["label"] == "ensemble" and set(m["members"]) == {"resnet18-s0", "vit_tiny-s1000"}
+    for key in ("roc_auc", "tpr_at_fpr_1e-2", "tpr_at_fpr_1e-3", "tpr0", "tpr10", "ece"):
+        assert key in m["ensemble"]
+    assert set(m["false_positive_rate_by_kind"]["p>0.5"]) == {"galaxy", "companion"}
+    assert "completeness_vs_theta_e" in m
+    for name in ("roc", "reliability", "completeness_theta_e", "completeness_arc_snr", "top_non_lenses"):
+        p = tmp_path / "ev" / f"{name}.png"
+        assert p.is_file() and p.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_cli_rejects_bad_data(tmp_path):
+    from click.testing import CliRunner
+
+    from lenstrt.cli.main import cli
+
+    np.save(tmp_path / "x.npy", np.zeros((4, 3, 64, 64), np.float32))
+    res = CliRunner().invoke(cli, ["train", "--data", str(tmp_path / "x.npy"), "--out", str(tmp_path / "r"), "-q"])
+    assert res.exit_code == 1 and "no 'labels'" in res.output and "x.npy" in res.output
