@@ -45,3 +45,26 @@ def sim_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def run_dir(sim_dir, tmp_path_factory) -> Path:
+    """A two-member run (resnet18 + a tiny ViT), 30 steps each."""
+    from lenstrt.config import DataConfig, TrainingConfig
+    from lenstrt.train.trainer import train
+
+    out = tmp_path_factory.mktemp("run")
+    cfg = TrainingConfig(arch=("resnet18", "vit_tiny"), max_steps=30, batch_size=16, val_every=15, warmup_steps=5,
+                         lr=2e-3)
+    train(cfg, DataConfig(), [str(sim_dir)], out, device="cpu", progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(run_dir, tmp_path_factory) -> Path:
+    """The run exported with --fp16 --fuse (ONNX only here: no TensorRT)."""
+    from lenstrt.export.pipeline import export_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "b"
+    export_bundle([str(run_dir)], out, fp16=True, fuse=True, batch=(1, 16, 256), n_val=96, log=lambda *a: None)
+    return out

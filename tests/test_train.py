@@ -1,22 +1,12 @@
 import json
 
 import numpy as np
-import pytest
 import torch
 
 from lenstrt import checkpoint as ck
 from lenstrt.config import DataConfig, TrainingConfig
 from lenstrt.train.hardware import choose_precision
-from lenstrt.train.trainer import Trainer, load_training_data, predict_logits, split, train
-
-
-@pytest.fixture(scope="session")
-def run_dir(sim_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    cfg = TrainingConfig(arch=("resnet18", "vit_tiny"), max_steps=30, batch_size=16, val_every=15, warmup_steps=5,
-                         lr=2e-3)
-    train(cfg, DataConfig(), [str(sim_dir)], out, device="cpu", progress=False)
-    return out
+from lenstrt.train.trainer import Trainer, load_training_data, predict_logits, split
 
 
 def test_training_lowers_the_loss(sim_dir, run_dir):

@@ -1,0 +1,226 @@
+"""`lenstrt export`: checkpoints -> a validated bundle (ONNX, fp16 ONNX, TensorRT engines, manifest).
+
+The bundle is assembled in a temporary directory beside the target and renamed into place only when
+every artifact has passed validation: a failed export leaves no half-written bundle.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lenstrt import __version__
+from lenstrt import checkpoint as ck
+from lenstrt.bundle import MANIFEST, SCHEMA
+from lenstrt.errors import ExportError
+from lenstrt.export.validate import agreement, run_onnx_guarded
+from lenstrt.io import sha256_file, write_json
+
+FP32_LEVEL, FP16_LEVEL = "all", "extended"  # ORT_ENABLE_ALL crashed on an fp16 ViT graph (docs/export.md)
+
+
+def _art(root: Path, rel: str, **extra: Any) -> dict[str, Any]:
+    return {"path": rel, "sha256": sha256_file(root / rel), "bytes": (root / rel).stat().st_size, **extra}
+
+
+def validation_set(ckpt: dict[str, Any], data: list[str] | None, n: int) -> tuple[np.ndarray, np.ndarray | None, str]:
+    if data:
+        from lenstrt.data.readers import iter_batches
+
+        imgs, labels = [], []
+        for b in iter_batches(data, n):
+            imgs.append(b.images)
+            labels.append(b.labels)
+            if sum(len(i) for i in imgs) >= n:
+                break
+        x = np.concatenate(imgs)[:n]
+        y = None if any(lb is None for lb in labels) else np.concatenate(labels)[:n]
+        return x, y, f"{n} cutouts from {data[0]}"
+    from lenstrt.data.simulate import simulate_arrays
+    from lenstrt.data.simulate.presets import load_survey
+    from lenstrt.errors import ConfigError
+
+    try:
+        survey = load_survey(ckpt.get("survey", "lsst-gri"), ckpt["image_size"])
+    except ConfigError:
+        survey = None
+    if survey is None or len(survey.bands) != len(ckpt["bands"]):
+        rng = np.random.default_rng(0)
+        return (rng.normal(size=(n, len(ckpt["bands"]), ckpt["image_size"], ckpt["image_size"])).astype(np.float32),
+                None, f"{n} Gaussian-noise cutouts (survey {ckpt.get('survey')!r} has no preset)")
+    a = simulate_arrays(survey, n, np.random.default_rng([20260101, n]))
+    return a["images"], a["labels"].astype(np.int64), f"{n} simulated {survey.name} cutouts (seed 20260101)"
+
+
+def _member_names(paths: list[Path]) -> list[str]:
+    names = []
+    for p in paths:
+        base = p.parent.name if p.name in ("best.pt", "last.pt") else p.stem
+        name, k = base, 1
+        while name in names:
+            k += 1
+            name = f"{base}-{k}"
+        names.append(name)
+    return names
+
+
+def export_bundle(checkpoints: list[str], out: str | Path, fp16: bool = False, fuse: bool = False,
+                  batch: tuple[int, int, int] = (1, 64, 1024), triton: str | None = None, require_trt: bool = False,
+                  data: list[str] | None = None, n_val: int = 256, log=print) -> dict[str, Any]:
+    import torch
+
+    from lenstrt.export import tensorrt as trtx
+    from lenstrt.export.fp16 import fp16_from_onnx, precision_summary
+    from lenstrt.export.onnx import onnx_from_module
+    from lenstrt.models import export_spec
+    from lenstrt.train.trainer import predict_logits
+
+    if not (1 <= batch[0] <= batch[1] <= batch[2]):
+        raise ExportError(f"--batch {batch}: need MIN <= OPT <= MAX, all >= 1")
+    paths = [p for c in checkpoints for p in ck.resolve(c)]
+    ckpts = [ck.load(p) for p in paths]
+    first = ckpts[0]
+    for p, c in zip(paths, ckpts):
+        if c["bands"] != first["bands"] or c["image_size"] != first["image_size"] or c["preprocess"] != first["preprocess"]:
+            raise ExportError(f"{p}: bands/size/preprocessing differ from {paths[0]}; one bundle serves one input spec")
+    can_trt, trt_why = trtx.status()
+    if require_trt and not can_trt:
+        raise ExportError(f"--require-trt: cannot build TensorRT engines here: {trt_why}")
+    out = Path(out)
+    tmp = out.parent / f".{out.name}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "checkpoints").mkdir(parents=True)
+    images, labels, val_desc = validation_set(first, data, n_val)
+    c_, h_, w_ = images.shape[1:]
+    example = torch.from_numpy(images[:2])
+    names = _member_names(paths)
+    members, models, engines = [], [], []
+    try:
+        for name, p, c in zip(names, paths, ckpts):
+            t0 = time.perf_counter()
+            spec = export_spec(c["arch"])
+            rel_ck = f"checkpoints/{name}.pt"
+            shutil.copyfile(p, tmp / rel_ck)
+            model = ck.build_model(c)
+            models.append(model)
+            T = float(c["temperature"])
+            ref = predict_logits(model, images, "cpu")
+            arts: dict[str, Any] = {}
+            agree: dict[str, Any] = {}
+            rel = f"{name}.onnx"
+            onnx_from_module(model, example, tmp / rel, spec.input_name, [spec.output_name], spec.opset, batch[2])
+            got = run_onnx_guarded(tmp / rel, images, FP32_LEVEL)[0][:, 0]
+            agree["fp32"] = agreement(ref, got, T, labels)
+            if agree["fp32"]["max_abs_logit_diff"] > spec.atol_fp32:
+                raise ExportError(f"member {name}: fp32 ONNX max |logit diff| {agree['fp32']['max_abs_logit_diff']:.2e} "
+                                  f"> tolerance {spec.atol_fp32:.0e} on {val_desc}")
+            arts["onnx"] = _art(tmp, rel, opset=spec.opset, precision="fp32", ort_opt_level=FP32_LEVEL)
+            if fp16:
+                rel16 = f"{name}.fp16.onnx"
+                fp16_from_onnx(tmp / rel, tmp / rel16, spec.fp32_ops)
+                got16 = run_onnx_guarded(tmp / rel16, images, FP16_LEVEL)[0][:, 0]
+                a16 = agreement(ref, got16, T, labels)
+                agree["fp16"] = a16
+                if a16["max_abs_prob_diff"] > spec.atol_fp16_prob or a16.get("auc_drop", 0) > spec.max_auc_drop_fp16:
+                    raise ExportError(f"member {name}: fp16 graph max |prob diff| {a16['max_abs_prob_diff']:.2e} "
+                                      f"(tol {spec.atol_fp16_prob}), AUC drop {a16.get('auc_drop', 0):.4f} "
+                                      f"(tol {spec.max_auc_drop_fp16}) on {val_desc}")
+                arts["onnx_fp16"] = _art(tmp, rel16, opset=spec.opset, precision="fp16 (mixed, fp32 I/O)",
+                                         ort_opt_level=FP16_LEVEL, nodes=precision_summary(tmp / rel16))
+            if can_trt:
+                import tensorrt as trt_mod
+
+                src = trtx.source_graph(str(trt_mod.__version__), fp16)
+                rel_plan = f"{name}.plan"
+                info = trtx.build_engine(tmp / (rel16 if src == "fp16" else rel), tmp / rel_plan, spec.input_name,
+                                         (c_, h_, w_), trtx.BuildOptions(*batch, fp16=fp16))
+                arts["plan"] = _art(tmp, rel_plan, source_graph=src, **info)
+                engines.append({"member": name, **arts["plan"]})
+            members.append({
+                "name": name, "arch": c["arch"], "arch_kwargs": c["arch_kwargs"], "temperature": T,
+                "train_lens_fraction": c.get("train_lens_fraction", 0.5), "seed": c.get("seed"),
+                "metrics": c.get("metrics", {}), "source_checkpoint": str(p),
+                "checkpoint": _art(tmp, rel_ck), "artifacts": arts, "agreement": agree,
+                "export_time_s": round(time.perf_counter() - t0, 2),
+            })
+            log(f"{name}: fp32 max|Δlogit| {agree['fp32']['max_abs_logit_diff']:.1e}"
+                + (f", fp16 max|Δp| {agree['fp16']['max_abs_prob_diff']:.1e}" if fp16 else "")
+                + (", engine built" if "plan" in arts else "") + f" [{time.perf_counter() - t0:.1f} s]")
+        fused = _fused(models, members, tmp, example, images, labels, fp16, batch, val_desc) if fuse else None
+        manifest = {
+            "schema": SCHEMA, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "lenstrt_version": __version__, "torch_version": str(torch.__version__),
+            "input": {"name": export_spec(first["arch"]).input_name, "shape": [-1, c_, h_, w_], "dtype": "float32",
+                      "bands": first["bands"], "image_size": first["image_size"], "survey": first.get("survey")},
+            "output": {"name": "logits", "shape": [-1, 1],
+                       "meaning": "logit; calibrated lens probability = sigmoid(logit / member.temperature)"},
+            "preprocess": first["preprocess"], "batch": {"min": batch[0], "opt": batch[1], "max": batch[2]},
+            "validation_data": val_desc, "members": members, "fused": fused,
+            "tensorrt": {"built": can_trt, "why": None if can_trt else trt_why}, "engines": engines,
+        }
+        write_json(tmp / MANIFEST, manifest)
+        if out.exists():
+            old = out.parent / f".{out.name}.old{os.getpid()}"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not can_trt:
+        log(f"TensorRT engines skipped: {trt_why}; the bundle has ONNX only")
+    if triton:
+        from lenstrt.export.triton import write_repository
+
+        write_repository(out, triton, gpu=True)
+        log(f"Triton model repository: {triton}")
+    return manifest
+
+
+def _fused(models, members, tmp: Path, example, images, labels, fp16: bool, batch, val_desc) -> dict[str, Any]:
+    import torch
+
+    from lenstrt.export.fp16 import fp16_from_onnx
+    from lenstrt.export.fuse import FUSED_OUTPUTS, FusedEnsemble
+    from lenstrt.export.onnx import onnx_from_module
+    from lenstrt.metrics import sigmoid
+
+    fused = FusedEnsemble(models, [m["temperature"] for m in members]).eval()
+    ref_members = []
+    with torch.inference_mode():
+        for i in range(0, len(images), 256):
+            ref_members.append(fused(torch.from_numpy(images[i:i + 256]))[2].numpy())
+    ref = np.concatenate(ref_members).mean(1)
+    arts, agree = {}, {}
+    onnx_from_module(fused, example, tmp / "ensemble.fused.onnx", "images", FUSED_OUTPUTS, 18, batch[2])
+    got = run_onnx_guarded(tmp / "ensemble.fused.onnx", images, FP32_LEVEL)[0][:, 0]
+    agree["fp32"] = {"max_abs_prob_diff": float(np.abs(got - ref).max())}
+    if agree["fp32"]["max_abs_prob_diff"] > 1e-4:
+        raise ExportError(f"fused graph: max |prob diff| {agree['fp32']['max_abs_prob_diff']:.2e} > 1e-4 on {val_desc}")
+    arts["onnx"] = _art(tmp, "ensemble.fused.onnx", precision="fp32", ort_opt_level=FP32_LEVEL)
+    if fp16:
+        fp16_from_onnx(tmp / "ensemble.fused.onnx", tmp / "ensemble.fused.fp16.onnx",
+                       tuple({op for m in members for op in _spec_ops(m["arch"])}))
+        got16 = run_onnx_guarded(tmp / "ensemble.fused.fp16.onnx", images, FP16_LEVEL)[0][:, 0]
+        agree["fp16"] = {"max_abs_prob_diff": float(np.abs(got16 - ref).max())}
+        if agree["fp16"]["max_abs_prob_diff"] > 1e-2:
+            raise ExportError(f"fused fp16 graph: max |prob diff| {agree['fp16']['max_abs_prob_diff']:.2e} > 1e-2")
+        arts["onnx_fp16"] = _art(tmp, "ensemble.fused.fp16.onnx", precision="fp16 (mixed, fp32 I/O)",
+                                 ort_opt_level=FP16_LEVEL)
+    del sigmoid
+    return {"members": [m["name"] for m in members], "outputs": FUSED_OUTPUTS, "fusion": "mean",
+            "artifacts": arts, "agreement": agree}
+
+
+def _spec_ops(arch: str) -> tuple[str, ...]:
+    from lenstrt.models import export_spec
+
+    return export_spec(arch).fp32_ops

@@ -1,0 +1,157 @@
+import json
+import signal
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+from lenstrt.bundle import Bundle, check_engine
+from lenstrt.errors import BundleError, ExportError
+from lenstrt.export import tensorrt as trtx
+from lenstrt.export.validate import run_onnx_guarded
+
+
+def test_bundle_manifest_and_artifacts(bundle_dir):
+    b = Bundle(bundle_dir)
+    b.verify()  # every sha256 matches
+    m = b.manifest
+    assert m["schema"] == "lenstrt-bundle/1" and [x.name for x in b.members] == ["resnet18-s0", "vit_tiny-s1000"]
+    assert m["input"] == {"name": "images", "shape": [-1, 3, 64, 64], "dtype": "float32", "bands": ["g", "r", "i"],
+                          "image_size": 64, "survey": "lsst-gri"}
+    assert m["tensorrt"]["built"] is False and "TensorRT" in m["tensorrt"]["why"]
+    for mem in b.members:
+        arts = mem.entry["artifacts"]
+        assert set(arts) == {"onnx", "onnx_fp16"} and arts["onnx"]["opset"] >= 18
+        a = mem.entry["agreement"]
+        assert a["fp32"]["max_abs_logit_diff"] <= 1e-4
+        assert a["fp16"]["max_abs_prob_diff"] <= 1e-2 and a["fp16"]["auc_drop"] <= 0.002
+        assert (bundle_dir / mem.entry["checkpoint"]["path"]).is_file()
+
+
+def test_onnx_graphs_are_valid_dynamic_and_mixed_precision(bundle_dir):
+    b = Bundle(bundle_dir)
+    for mem in b.members:
+        fp32 = onnx.load(str(b.path(mem.artifact("onnx"))))
+        onnx.checker.check_model(fp32, full_check=True)
+        assert not any(i.name.endswith(".data") for i in fp32.graph.initializer)  # self-contained
+        dim0 = fp32.graph.input[0].type.tensor_type.shape.dim[0]
+        assert dim0.dim_param and not dim0.dim_value  # dynamic batch
+        fp16 = onnx.load(str(b.path(mem.artifact("onnx_fp16"))))
+        f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+        assert fp16.graph.input[0].type.tensor_type.elem_type == f32
+        assert fp16.graph.output[0].type.tensor_type.elem_type == f32
+        assert sum(1 for t in fp16.graph.initializer if t.data_type == f16) > 0
+        inferred = onnx.shape_inference.infer_shapes(fp16)
+        types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+        # the preprocessing (TopK median of raw fluxes) and, for the ViT, LayerNorm/Softmax stay fp32
+        for n in inferred.graph.node:
+            if n.op_type in ("TopK", "Asinh", "LayerNormalization", "Softmax"):
+                assert types.get(n.output[0], f32) == f32, (mem.name, n.op_type)
+        assert mem.entry["artifacts"]["onnx_fp16"]["nodes"]["fp16"] > 0
+
+
+def test_fused_graph_matches_members(bundle_dir):
+    from lenstrt.data.simulate import simulate_arrays
+    from lenstrt.data.simulate.presets import load_survey
+    from lenstrt.metrics import sigmoid
+
+    b = Bundle(bundle_dir)
+    x = simulate_arrays(load_survey("lsst-gri"), 12, np.random.default_rng(3))["images"]
+    score, std, per = run_onnx_guarded(b.path(b.fused["artifacts"]["onnx"]), x)
+    assert score.shape == (12, 1) and per.shape == (12, 2)
+    members = [sigmoid(run_onnx_guarded(b.path(m.artifact("onnx")), x)[0][:, 0] / m.temperature) for m in b.members]
+    np.testing.assert_allclose(score[:, 0], np.mean(members, axis=0), atol=1e-5)
+    np.testing.assert_allclose(std[:, 0], np.std(members, axis=0), atol=1e-5)
+
+
+def test_tolerance_failure_names_member_and_leaves_nothing(run_dir, tmp_path, monkeypatch):
+    import lenstrt.models.registry as reg
+    from lenstrt.export.pipeline import export_bundle
+
+    reg._load()
+    monkeypatch.setitem(reg._SPECS, "resnet18", reg.ExportSpec(atol_fp32=1e-12))
+    with pytest.raises(ExportError, match=r"member resnet18-s0: fp32 ONNX max \|logit diff\|"):
+        export_bundle([str(run_dir / "resnet18-s0" / "best.pt")], tmp_path / "b", n_val=16, log=lambda *a: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ort_crash_becomes_clear_error(tmp_path):
+    crash = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"]
+    with pytest.raises(ExportError, match=r"m.onnx: ONNX Runtime crashed \(SIGSEGV\)"):
+        run_onnx_guarded(tmp_path / "m.onnx", np.zeros((1, 1, 8, 8), np.float32), child=crash)
+    assert signal.SIGSEGV  # the signal name is what users see
+
+
+def test_require_trt_fails_cleanly_without_tensorrt(run_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from lenstrt.cli.main import cli
+
+    res = CliRunner().invoke(cli, ["export", "--checkpoint", str(run_dir), "--out", str(tmp_path / "b"),
+                                   "--require-trt"])
+    assert res.exit_code == 1 and "--require-trt" in res.output and "TensorRT" in res.output
+    assert not (tmp_path / "b").exists()
+
+
+ENGINE = {"path": "m.plan", "tensorrt_version": "10.13.0.35", "gpu_name": "NVIDIA H100 80GB HBM3",
+          "compute_capability": "9.0"}
+
+
+@pytest.mark.parametrize("here,ok,msg", [
+    (("10.13.0.35", "NVIDIA H100 80GB HBM3", "9.0"), True, None),
+    (("10.13.0.40", "NVIDIA H100 80GB HBM3", "9.0"), True, None),   # same release, other build
+    (("11.4.0.1", "NVIDIA H100 80GB HBM3", "9.0"), False, "built with TensorRT 10.13.0.35, this machine has 11.4"),
+    (("10.13.0.35", "NVIDIA L4", "8.9"), False, "built on NVIDIA H100 80GB HBM3 (sm 9.0), this machine has NVIDIA L4"),
+    ((None, "NVIDIA L4", "8.9"), False, "TensorRT is not installed"),
+    (("10.13.0.35", None, None), False, "no CUDA GPU"),
+])
+def test_engine_compatibility_decision(here, ok, msg):
+    if ok:
+        check_engine(ENGINE, *here)
+    else:
+        with pytest.raises(BundleError) as ei:
+            check_engine(ENGINE, *here, bundle_dir="engines/run")
+        assert msg in str(ei.value)
+        if here[0] and here[1]:
+            assert "lenstrt export" in str(ei.value) and "engines/run" in str(ei.value)
+
+
+@pytest.mark.parametrize("version,strong,graph_fp16,graph_fp32", [
+    ("10.8.0", False, "fp32", "fp32"), ("10.11.0.33", False, "fp32", "fp32"), ("10.12.0.36", True, "fp16", "fp32"),
+    ("10.16.1", True, "fp16", "fp32"), ("11.4.0", True, "fp16", "fp32"),
+])
+def test_tensorrt_precision_strategy(version, strong, graph_fp16, graph_fp32):
+    assert trtx.uses_strong_typing(version) is strong
+    assert trtx.source_graph(version, fp16=True) == graph_fp16
+    assert trtx.source_graph(version, fp16=False) == graph_fp32
+
+
+def test_triton_repository_parses_and_matches_onnx(bundle_dir, tmp_path):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from lenstrt.export.triton import write_repository
+
+    names = write_repository(bundle_dir, tmp_path / "repo")
+    assert names == ["resnet18-s0", "vit_tiny-s1000", "ensemble_fused"]
+    for name in names:
+        cfg = text_format.Parse((tmp_path / "repo" / name / "config.pbtxt").read_text(), mc.ModelConfig())
+        model = onnx.load(str(tmp_path / "repo" / name / "1" / "model.onnx"))
+        assert cfg.name == name and cfg.platform == "onnxruntime_onnx" and cfg.max_batch_size == 256
+        assert cfg.dynamic_batching.preferred_batch_size == [16]
+        assert [i.name for i in cfg.input] == [i.name for i in model.graph.input]
+        assert [o.name for o in cfg.output] == [o.name for o in model.graph.output]
+        onnx_in = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]
+        assert list(cfg.input[0].dims) == onnx_in == [3, 64, 64]
+
+
+@pytest.mark.trt
+def test_tensorrt_engine_build_and_fingerprint(bundle_dir, tmp_path):
+    b = Bundle(bundle_dir)
+    m = b.members[0]
+    info = trtx.build_engine(b.path(m.artifact("onnx_fp16")), tmp_path / "m.plan", "images", (3, 64, 64),
+                             trtx.BuildOptions(1, 16, 64))
+    assert (tmp_path / "m.plan").stat().st_size > 0
+    check_engine({"path": "m.plan", **info}, info["tensorrt_version"], info["gpu_name"], info["compute_capability"])
+    assert json.dumps(info)
