@@ -38,3 +38,7 @@ _register()
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()

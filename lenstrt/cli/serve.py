@@ -2,8 +2,46 @@ from __future__ import annotations
 
 import click
 
+from lenstrt.cli import options
+
 
 @click.command("serve")
-def command():
-    """(not yet available)"""
-    raise click.ClickException("'lenstrt serve' is not implemented yet")
+@click.option("--bundle", "bundle_dir", required=True, type=click.Path(file_okay=False), help="Bundle from `lenstrt export`.")
+@click.option("--input", "inputs", multiple=True, required=True, help="Cutout files, directories or globs (repeatable).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--backend", default=None, help="auto | torch | ort | ort-cuda | ort-trt | trt")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
+@click.option("--fused/--separate", default=False, show_default=True, help="Run the fused ensemble graph, or members.")
+@click.option("--mc-samples", type=click.IntRange(min=0), default=None, help="MC-dropout samples (torch backend).")
+@click.option("--fusion", type=click.Choice(["mean", "uncertainty_weighted"]), default=None)
+@click.option("--resume/--no-resume", default=True, show_default=True, help="Continue a killed run in --out.")
+@click.option("--strict", is_flag=True, help="Stop at the first unreadable shard instead of recording and skipping it.")
+@click.option("--unit-rows", type=click.IntRange(min=1), default=8192, show_default=True,
+              help="Rows per work unit (one part file and one ledger line each).")
+@click.option("--top-k", type=click.IntRange(min=1), default=100, show_default=True, help="Rows in candidates.csv.")
+@click.option("--gallery", is_flag=True, help="Also write candidates.png (top candidates as colour composites).")
+@click.option("--compile", "compile_", is_flag=True, help="torch backend: torch.compile the members.")
+@click.option("--cuda-graph", is_flag=True, help="trt backend: capture a CUDA graph for the batch size.")
+@click.option("--concurrency", type=click.Choice(["auto", "sequential", "threads", "streams"]), default="auto",
+              show_default=True)
+@options.config
+@options.quiet
+def command(bundle_dir, inputs, out, backend, batch_size, fmt, fused, mc_samples, fusion, resume, strict, unit_rows,
+            top_k, gallery, compile_, cuda_graph, concurrency, config_path, quiet):
+    """Score a cutout catalog with a bundle's ensemble: resumable, exactly once, candidates at the end."""
+    from lenstrt.config import load_config
+    from lenstrt.serve.pipeline import ServeOptions, serve
+
+    cfg = load_config(config_path)
+    opts = ServeOptions(
+        backend=backend or cfg.inference.backend, batch_size=batch_size or cfg.inference.batch_size, fmt=fmt,
+        fused=fused, mc_samples=cfg.inference.mc_samples if mc_samples is None else mc_samples,
+        fusion=fusion or cfg.ensemble.fusion_method, resume=resume, strict=strict, unit_rows=unit_rows,
+        top_k=top_k, gallery=gallery, compile=compile_, cuda_graph=cuda_graph, concurrency=concurrency)
+    s = serve(bundle_dir, list(inputs), out, opts, progress=not quiet, log=click.echo)
+    c, tp = s["counts"], s["throughput"]
+    click.echo(f"scored {c['rows_this_run']:,} cutouts this run ({c['catalog_rows']:,} of {c['input_rows']:,} in the "
+               f"catalog); {tp['end_to_end_img_s']} img/s end to end, {tp['inference_img_s']} img/s inference"
+               + (f"; {c['errors_recorded']} error(s) in {out}/errors.jsonl" if c["errors_recorded"] else ""))
+    click.echo(f"catalog: {s['catalog']}  candidates: {s['candidates']}  summary: {out}/summary.json")

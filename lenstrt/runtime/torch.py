@@ -1,0 +1,100 @@
+"""PyTorch backend: serves the bundle's checkpoints. Eager (optionally torch.compile), fp16 autocast
+on CUDA, one CUDA stream per member so an ensemble's members overlap on the GPU, MC dropout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lenstrt.runtime.base import Runner, as_numpy
+
+
+class TorchRunner(Runner):
+    backend = "torch"
+
+    def __init__(self, name: str, checkpoint: str | Path, device: str = "cpu", amp: bool = True,
+                 compile: bool = False, mc_samples: int = 0, threads: int | None = None):
+        super().__init__(name)
+        self.checkpoint, self.device, self.amp, self.compile = Path(checkpoint), device, amp, compile
+        self.mc_samples, self.threads = mc_samples, threads
+        self.model = None
+        self.stream = None
+
+    def activate(self) -> None:
+        import torch
+
+        from lenstrt import checkpoint as ck
+
+        c = ck.load(self.checkpoint)
+        self._spec = {"name": "images", "shape": [-1, len(c["bands"]), c["image_size"], c["image_size"]],
+                      "dtype": "float32"}
+        model = ck.build_model(c).to(self.device)
+        if self.threads and not self.device.startswith("cuda"):
+            torch.set_num_threads(self.threads)
+        if self.device.startswith("cuda"):
+            self.stream = torch.cuda.Stream(device=self.device)
+        self.model = torch.compile(model) if self.compile else model
+        self.cuda = self.device.startswith("cuda")
+        self.info.update(device=self.device, amp=bool(self.amp and self.cuda), compile=self.compile,
+                         mc_samples=self.mc_samples, torch=str(torch.__version__))
+        super().activate()
+
+    @property
+    def input_spec(self) -> dict[str, Any]:
+        return self._spec
+
+    def _forward(self, x):
+        import torch
+
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self.amp and self.cuda):
+            return self.model(x).float().squeeze(1)
+
+    def _to_device(self, images):
+        import torch
+
+        t = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
+        return t.to(self.device, non_blocking=True)
+
+    def infer(self, images) -> np.ndarray:
+        return self.collect(self.infer_async(images))
+
+    def infer_async(self, images):
+        import torch
+
+        if self.mc_samples:
+            return self.infer_mc(images, self.mc_samples)
+        if self.stream is None:
+            return self._forward(self._to_device(images))
+        with torch.cuda.stream(self.stream):
+            out = self._forward(self._to_device(images))
+            event = torch.cuda.Event()
+            event.record(self.stream)
+        return (out, event)
+
+    def collect(self, handle):
+        if isinstance(handle, tuple) and len(handle) == 2 and hasattr(handle[1], "synchronize"):
+            handle[1].synchronize()
+            handle = handle[0]
+        if isinstance(handle, np.ndarray):
+            return handle
+        return as_numpy(handle)
+
+    def infer_mc(self, images, k: int) -> np.ndarray:
+        """[k, N] logits with dropout active (MC dropout; Gal & Ghahramani 2016)."""
+        import torch
+
+        drops = [m for m in self.model.modules() if isinstance(m, torch.nn.Dropout)]
+        for m in drops:
+            m.train()
+        try:
+            x = self._to_device(images)
+            return np.stack([as_numpy(self._forward(x)) for _ in range(k)])
+        finally:
+            for m in drops:
+                m.eval()
+
+    def deactivate(self) -> None:
+        self.model = None
+        super().deactivate()

@@ -1,0 +1,1 @@
+"""`lenstrt serve`: score a cutout catalog with a bundle's ensemble, resumably, exactly once."""

@@ -1,0 +1,311 @@
+"""The serve pipeline: reader thread -> bounded queue -> ensemble -> writer thread.
+
+Reading, inference and writing overlap, so a run goes at the speed of its slowest stage (the model,
+when the pipeline is healthy). Work is cut into units (row ranges of one file, the same units a
+distributed engine can hand to workers); each committed unit is one part file plus one ledger line.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import shutil
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lenstrt import __version__
+from lenstrt.bundle import Bundle
+from lenstrt.data.readers import FLAG_NONFINITE, CutoutFile, expand_paths
+from lenstrt.errors import InputError, LenstrtError
+from lenstrt.io import write_json
+from lenstrt.serve.ledger import Ledger, Unit, plan_units
+from lenstrt.serve.writers import part_name, top_candidates, write_part
+
+_STOP = object()
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    backend: str = "auto"
+    batch_size: int = 128
+    fmt: str = "parquet"
+    fused: bool = False
+    mc_samples: int = 0
+    fusion: str = "mean"
+    resume: bool = True
+    strict: bool = False
+    unit_rows: int = 8192
+    top_k: int = 100
+    gallery: bool = False
+    compile: bool = False
+    cuda_graph: bool = False
+    concurrency: str = "auto"
+    queue_depth: int = 4
+
+
+def _append_error(out: Path, rec: dict) -> None:
+    with open(out / "errors.jsonl", "a") as fh:
+        fh.write(json.dumps(rec) + "\n")
+
+
+def _scan_inputs(inputs: list[str], bundle: Bundle, out: Path, strict: bool) -> tuple[list[tuple[str, int]], list[dict]]:
+    """Opens every file once: shape mismatches are one clear error before any work; unreadable files
+    are recorded (or, with --strict, stop the run)."""
+    want = tuple(bundle.input["shape"][1:])
+    files, errors = [], []
+    for p in expand_paths(inputs):
+        try:
+            with CutoutFile(p) as f:
+                info = f.info()
+        except InputError as exc:
+            if strict:
+                raise
+            errors.append({"file": str(p), "error": str(exc), "stage": "open"})
+            continue
+        got = (info.bands, info.height, info.width)
+        if got != want:
+            raise InputError(f"{p}: cutouts are {got[0]} bands x {got[1]}x{got[2]} px, the bundle expects "
+                             f"{want[0]} bands ({', '.join(bundle.input['bands'])}) x {want[1]}x{want[2]} px; "
+                             "re-make the cutouts or export a bundle trained on this shape")
+        files.append((str(p), info.n))
+    if not files:
+        raise InputError(f"{inputs[0]}: no readable cutout files among the inputs (see {out}/errors.jsonl)")
+    return files, errors
+
+
+def serve(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: ServeOptions = ServeOptions(),
+          progress: bool = True, log=print) -> dict[str, Any]:
+    from lenstrt.runtime.select import build_ensemble, choose_backend, detect
+
+    t_start = time.perf_counter()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    bundle = Bundle(bundle_dir)
+    out = Path(out)
+    catalog = out / "catalog"
+    if not opts.resume and out.exists():
+        for name in ("catalog", "ledger.jsonl", "errors.jsonl", "run.json", "summary.json", "candidates.csv"):
+            p = out / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    catalog.mkdir(parents=True, exist_ok=True)
+    files, open_errors = _scan_inputs(inputs, bundle, out, opts.strict)
+    for e in open_errors:
+        _append_error(out, e)
+    units = plan_units(files, opts.unit_rows)
+    run = {"bundle_manifest_sha256": bundle.manifest_sha256(), "inputs": [f for f, _ in files],
+           "unit_rows": opts.unit_rows, "format": opts.fmt, "fused": opts.fused, "mc_samples": opts.mc_samples,
+           "fusion": opts.fusion}
+    run_file = out / "run.json"
+    if run_file.exists():
+        prev = json.loads(run_file.read_text())
+        changed = [k for k in ("bundle_manifest_sha256", "unit_rows", "format", "fused", "mc_samples", "fusion")
+                   if prev.get(k) != run[k]]
+        if changed:
+            raise InputError(f"{out}: holds a run with different {', '.join(changed)}; resume needs the same "
+                             "bundle and options, or pass --no-resume to start over")
+    write_json(run_file, run)
+    ledger = Ledger(out)
+    valid = {u.key for u in units}
+    kept = {rec["part"] for k, rec in ledger.done.items() if k in valid}
+    for f in catalog.iterdir():  # parts written but never committed to the ledger
+        if f.name not in kept:
+            f.unlink()
+    todo = [u for u in units if u.key not in ledger.done]
+    caps = detect()
+    backend, device, why = choose_backend(opts.backend, caps, bundle)
+    log(f"backend: {backend} ({device}) - {why}")
+    log(f"{sum(u.rows for u in units):,} cutouts in {len(files)} file(s); {len(units) - len(todo)} of {len(units)} "
+        f"units already done" + (f"; {len(open_errors)} unreadable file(s) skipped" if open_errors else ""))
+    ens = build_ensemble(bundle, backend, device, fused=opts.fused, fusion=opts.fusion, mc_samples=opts.mc_samples,
+                         compile=opts.compile, cuda_graph_batch=opts.batch_size if opts.cuda_graph else None,
+                         concurrency=opts.concurrency)
+    member_names = [m.name for m in bundle.members]
+    bundle_tag = run["bundle_manifest_sha256"][:12]
+    stats = {"rows": 0, "infer_s": 0.0, "flagged": 0, "unit_errors": 0}
+    q_in: queue.Queue = queue.Queue(opts.queue_depth)
+    q_out: queue.Queue = queue.Queue(opts.queue_depth)
+    failure: list[BaseException] = []
+    stop = threading.Event()
+    pin = device in ("cuda", "trt")
+
+    def reader() -> None:
+        handle: CutoutFile | None = None
+        try:
+            for u in todo:
+                if stop.is_set():
+                    break
+                try:
+                    if handle is None or str(handle.path) != u.path:
+                        if handle is not None:
+                            handle.close()
+                        handle = CutoutFile(u.path)
+                    for s in range(u.start, u.stop, opts.batch_size):
+                        b = handle.read(s, min(u.stop, s + opts.batch_size))
+                        images: Any = b.images
+                        if pin:
+                            import torch
+
+                            images = torch.from_numpy(images).pin_memory()
+                        q_in.put((u, b, images, s + opts.batch_size >= u.stop))
+                except InputError as exc:
+                    if handle is not None:
+                        handle.close()
+                        handle = None
+                    q_in.put((u, exc, None, True))
+        except BaseException as exc:  # surfaced in the main thread
+            failure.append(exc)
+        finally:
+            if handle is not None:
+                handle.close()
+            q_in.put(_STOP)
+
+    def writer() -> None:
+        try:
+            while True:
+                item = q_out.get()
+                if item is _STOP:
+                    return
+                u, cols = item
+                name = part_name(u.index, opts.fmt)
+                try:
+                    write_part(catalog / name, cols, opts.fmt)
+                except OSError as exc:
+                    raise LenstrtError(f"{catalog / name}: cannot write ({exc.strerror}); free disk space and rerun "
+                                       "the same command: it resumes where it stopped") from exc
+                ledger.record({"unit": u.key, "part": name, "rows": u.rows, "index": u.index})
+        except BaseException as exc:
+            failure.append(exc)
+            stop.set()
+            while q_out.get() is not _STOP:  # drain so the producer never blocks
+                pass
+
+    from lenstrt.progress import progress_bar
+
+    threads = [threading.Thread(target=reader, daemon=True, name="lenstrt-reader"),
+               threading.Thread(target=writer, daemon=True, name="lenstrt-writer")]
+    pending: dict[int, list] = {}
+    strict_error: InputError | None = None
+    with ens, progress_bar("serve", total=sum(u.rows for u in todo), unit="img", enabled=progress) as bar:
+        t_loop = time.perf_counter()  # models loaded: from here on the pipeline streams
+        for t in threads:
+            t.start()
+        while True:
+            item = q_in.get()
+            if item is _STOP:
+                break
+            u, b, images, last = item
+            if isinstance(b, InputError):
+                stats["unit_errors"] += 1
+                _append_error(out, {"file": u.path, "rows": [u.start, u.stop], "error": str(b), "stage": "read"})
+                pending.pop(u.index, None)
+                if opts.strict:
+                    strict_error = b
+                    stop.set()
+                    break
+                bar.advance(u.rows)
+                continue
+            t0 = time.perf_counter()
+            sc = ens.infer(images)
+            stats["infer_s"] += time.perf_counter() - t0
+            stats["rows"] += len(b)
+            stats["flagged"] += int(np.count_nonzero(b.flags & FLAG_NONFINITE))
+            pending.setdefault(u.index, []).append((b, sc))
+            bar.advance(len(b))
+            if last:
+                q_out.put((u, _columns(pending.pop(u.index), member_names, bundle_tag)))
+            if failure:
+                break
+        stop.set()
+        while not q_in.empty():  # unblock the reader if it is waiting on a full queue
+            q_in.get_nowait()
+        q_out.put(_STOP)
+        for t in threads:
+            t.join()
+        stats["loop_s"] = time.perf_counter() - t_loop
+    ledger.close()
+    if failure:
+        raise failure[0]
+    if strict_error is not None:
+        raise InputError(f"{strict_error} (--strict: stopped; the output so far is intact, rerun to resume)")
+    return _finish(out, opts, bundle, ens, backend, device, why, units, stats, t_start, started, log)
+
+
+def _columns(parts: list, members: list[str], bundle_tag: str) -> dict[str, Any]:
+    batches = [b for b, _ in parts]
+    scores = [s for _, s in parts]
+    n = sum(len(b) for b in batches)
+    cols: dict[str, Any] = {
+        "id": [i for b in batches for i in b.ids],
+        "source": [b.source for b in batches for _ in range(len(b))],
+        "index": np.concatenate([b.index for b in batches]),
+        "score": np.concatenate([s.score for s in scores]).astype(np.float32),
+        "score_std": np.concatenate([s.score_std for s in scores]).astype(np.float32),
+    }
+    per = np.concatenate([s.members for s in scores]).astype(np.float32)
+    for j, m in enumerate(members):
+        cols[f"score_{m}"] = per[:, j]
+    cols["flags"] = np.concatenate([b.flags for b in batches]).astype(np.int32)
+    cols["bundle"] = [bundle_tag] * n
+    return cols
+
+
+def _finish(out: Path, opts: ServeOptions, bundle: Bundle, ens, backend, device, why, units: list[Unit], stats,
+            t_start: float, started: str, log) -> dict[str, Any]:
+    import csv
+
+    ledger = Ledger(out)
+    ledger.close()
+    done = [rec for rec in ledger.done.values() if rec["unit"] in {u.key for u in units}]
+    parts = sorted(out / "catalog" / rec["part"] for rec in done)
+    cands = top_candidates(parts, opts.fmt, opts.top_k)
+    if cands:
+        from lenstrt.io import atomic_path
+
+        with atomic_path(out / "candidates.csv") as tmp, open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(cands[0]))
+            w.writeheader()
+            w.writerows(cands)
+    wall = time.perf_counter() - t_start
+    errors = 0
+    if (out / "errors.jsonl").exists():
+        errors = sum(1 for _ in open(out / "errors.jsonl"))
+    summary = {
+        "schema": "lenstrt-serve-summary/1", "lenstrt_version": __version__, "started": started,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "bundle": str(bundle.root), "bundle_manifest_sha256": bundle.manifest_sha256(),
+        "backend": backend, "device": device, "backend_choice": why, "ensemble": ens.info,
+        "options": asdict(opts),
+        "counts": {"input_rows": sum(u.rows for u in units), "catalog_rows": sum(r["rows"] for r in done),
+                   "units": len(units), "units_done": len(done), "rows_this_run": stats["rows"],
+                   "nonfinite_flagged_this_run": stats["flagged"], "errors_recorded": errors},
+        "throughput": {
+            "wall_s": round(wall, 2), "streaming_s": round(stats["loop_s"], 2),
+            "end_to_end_img_s": round(stats["rows"] / stats["loop_s"], 1) if stats["rows"] else None,
+            "inference_s": round(stats["infer_s"], 2),
+            "inference_img_s": round(stats["rows"] / stats["infer_s"], 1) if stats["infer_s"] else None,
+        },
+        "catalog": str(out / "catalog"), "candidates": str(out / "candidates.csv") if cands else None,
+    }
+    tp = summary["throughput"]
+    if tp["end_to_end_img_s"] and tp["inference_img_s"]:
+        tp["pipeline_efficiency"] = round(tp["end_to_end_img_s"] / tp["inference_img_s"], 3)
+    if opts.gallery and cands:
+        summary["gallery"] = str(_gallery(cands[:16], out / "candidates.png"))
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def _gallery(cands: list[dict], path: Path) -> Path:
+    from lenstrt.plots import gallery
+
+    imgs = []
+    for c in cands:
+        with CutoutFile(c["source"]) as f:
+            imgs.append(f.read(int(c["index"]), int(c["index"]) + 1).images[0])
+    return gallery(np.stack(imgs), [f"{c['id'][-14:]} p={c['score']:.3f}" for c in cands], path,
+                   suptitle="top candidates")
