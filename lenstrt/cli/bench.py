@@ -2,8 +2,48 @@ from __future__ import annotations
 
 import click
 
+FULL_SUITE = {"backends": "torch,torch-amp,torch-compile,ort,ort-cuda,ort-trt,trt", "batch_sizes": "1,16,64,256",
+              "ensemble": "members,separate,concurrent,fused", "duration_s": 5.0}
+
 
 @click.command("bench")
-def command():
-    """(not yet available)"""
-    raise click.ClickException("'lenstrt bench' is not implemented yet")
+@click.option("--bundle", "bundle_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--backends", default="torch,ort", show_default=True,
+              help="torch,torch-amp,torch-compile,ort,ort-cuda,ort-trt,trt")
+@click.option("--batch-sizes", default="1,64", show_default=True)
+@click.option("--ensemble", default="members,separate,concurrent,fused", show_default=True,
+              help="members (each alone), separate (one after another), concurrent (threads/streams), fused")
+@click.option("--warmup-ms", type=float, default=200.0, show_default=True)
+@click.option("--duration-s", type=float, default=3.0, show_default=True)
+@click.option("--data", multiple=True, help="Labelled cutouts for agreement [simulated].")
+@click.option("--price-per-hour", type=float, default=None, help="USD per hour, for $ per million cutouts.")
+@click.option("--instance", default=None, help="Known instance name (lenstrt/cloud/prices.csv) for the price.")
+@click.option("--compare-amp", is_flag=True, help="Add torch-amp next to every torch configuration.")
+@click.option("--full-suite", is_flag=True, help="Every backend available here, batch 1-256, all ensemble modes, 5 s.")
+@click.option("--output-dir", default="bench_out", show_default=True, type=click.Path(file_okay=False))
+def command(bundle_dir, backends, batch_sizes, ensemble, warmup_ms, duration_s, data, price_per_hour, instance,
+            compare_amp, full_suite, output_dir):
+    """PyTorch vs ONNX Runtime vs TensorRT: throughput, latency, memory and agreement side by side."""
+    from lenstrt.bench.harness import BenchSpec, run_bench
+    from lenstrt.bench.report import print_table, write
+    from lenstrt.cli.options import int_list
+
+    if full_suite:
+        backends, batch_sizes, ensemble, duration_s = (FULL_SUITE["backends"], FULL_SUITE["batch_sizes"],
+                                                       FULL_SUITE["ensemble"], FULL_SUITE["duration_s"])
+    bl = [b.strip() for b in backends.split(",") if b.strip()]
+    if compare_amp and "torch" in bl and "torch-amp" not in bl:
+        bl.insert(bl.index("torch") + 1, "torch-amp")
+    from lenstrt.bench.worker import BACKENDS
+
+    bad = [b for b in bl if b not in BACKENDS]
+    if bad:
+        raise click.BadParameter(f"unknown backend(s) {bad}; choose from {', '.join(BACKENDS)}", param_hint="--backends")
+    spec = BenchSpec(backends=tuple(bl), batch_sizes=tuple(int_list(batch_sizes) or [64]),
+                     ensemble=tuple(e.strip() for e in ensemble.split(",")), warmup_ms=warmup_ms, duration_s=duration_s,
+                     price_per_hour=price_per_hour, instance=instance)
+    click.echo(f"benchmarking {bundle_dir}: each configuration in its own process")
+    report = run_bench(bundle_dir, spec, list(data) or None, progress=click.echo)
+    paths = write(report, output_dir)
+    print_table(report)
+    click.echo(f"report: {paths['md']}  {paths['json']}  {paths['png']}")

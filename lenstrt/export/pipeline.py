@@ -19,7 +19,7 @@ from lenstrt import __version__
 from lenstrt import checkpoint as ck
 from lenstrt.bundle import MANIFEST, SCHEMA
 from lenstrt.errors import ExportError
-from lenstrt.export.validate import agreement, run_onnx_guarded
+from lenstrt.export.validate import agreement, run_onnx_guarded, within
 from lenstrt.io import sha256_file, write_json
 
 FP32_LEVEL, FP16_LEVEL = "all", "extended"  # ORT_ENABLE_ALL crashed on an fp16 ViT graph (docs/export.md)
@@ -117,9 +117,9 @@ def export_bundle(checkpoints: list[str], out: str | Path, fp16: bool = False, f
             onnx_from_module(model, example, tmp / rel, spec.input_name, [spec.output_name], spec.opset, batch[2])
             got = run_onnx_guarded(tmp / rel, images, FP32_LEVEL)[0][:, 0]
             agree["fp32"] = agreement(ref, got, T, labels)
-            if agree["fp32"]["max_abs_logit_diff"] > spec.atol_fp32:
+            if not within(ref, got, spec.atol_fp32, spec.rtol_fp32):
                 raise ExportError(f"member {name}: fp32 ONNX max |logit diff| {agree['fp32']['max_abs_logit_diff']:.2e} "
-                                  f"> tolerance {spec.atol_fp32:.0e} on {val_desc}")
+                                  f"exceeds {spec.atol_fp32:.0e} + {spec.rtol_fp32:.0e} x |logit| on {val_desc}")
             arts["onnx"] = _art(tmp, rel, opset=spec.opset, precision="fp32", ort_opt_level=FP32_LEVEL)
             if fp16:
                 rel16 = f"{name}.fp16.onnx"

@@ -38,9 +38,12 @@ def agreement(ref_logits: np.ndarray, logits: np.ndarray, temperature: float, la
     from lenstrt.metrics import roc_auc, sigmoid
 
     ref_p, p = sigmoid(ref_logits / temperature), sigmoid(logits / temperature)
+    diff = np.abs(ref_logits - logits)
     out = {
         "n": int(len(ref_logits)),
-        "max_abs_logit_diff": float(np.max(np.abs(ref_logits - logits))),
+        "max_abs_logit_diff": float(np.max(diff)),
+        "max_rel_logit_diff": float(np.max(diff / np.maximum(np.abs(ref_logits), 1e-12))),
+        "max_abs_ref_logit": float(np.max(np.abs(ref_logits))),
         "max_abs_prob_diff": float(np.max(np.abs(ref_p - p))),
         "mean_abs_prob_diff": float(np.mean(np.abs(ref_p - p))),
     }
@@ -49,3 +52,8 @@ def agreement(ref_logits: np.ndarray, logits: np.ndarray, temperature: float, la
         out["auc"] = roc_auc(labels, p)
         out["auc_drop"] = out["auc_reference"] - out["auc"]
     return out
+
+
+def within(ref: np.ndarray, got: np.ndarray, atol: float, rtol: float) -> bool:
+    """numpy.allclose semantics (|got - ref| <= atol + rtol |ref|), as Polygraphy compares outputs."""
+    return bool(np.all(np.abs(got - ref) <= atol + rtol * np.abs(ref)))

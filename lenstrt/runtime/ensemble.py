@@ -1,9 +1,9 @@
 """An ensemble composed of Runners: members run concurrently, their calibrated probabilities fused.
 
 Concurrency: `streams` (GPU: every member enqueued on its own CUDA stream before any is waited on),
-`threads` (CPU ONNX Runtime: members in parallel threads, cores split between them), `sequential`
-(each member with all cores: what PyTorch on a CPU wants, its thread pool is process-wide), or a
-single fused graph that holds every member.
+`threads` (members in parallel threads, cores split between them), `sequential` (each member with
+all cores: the CPU default, measured faster than threads on CPUs), or a single fused graph that
+holds every member (shared preprocessing, one call: the fastest on a CPU with ONNX Runtime).
 Fusion: `mean` of member probabilities, or `uncertainty_weighted` (inverse-variance weights from
 MC-dropout samples, torch backend).
 """

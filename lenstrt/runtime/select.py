@@ -87,17 +87,21 @@ def choose_backend(requested: str, caps: Capabilities, bundle: Bundle) -> tuple[
 
 def build_ensemble(bundle: Bundle, backend: str, device: str, fused: bool = False, fusion: str = "mean",
                    mc_samples: int = 0, compile: bool = False, cuda_graph_batch: int | None = None,
-                   concurrency: str = "auto", threads: int | None = None):
+                   concurrency: str = "auto", threads: int | None = None, amp: bool | None = None,
+                   only: list[str] | None = None):
+    """`only`: serve a subset of the members (bench times members alone this way)."""
     from lenstrt.runtime.ensemble import Ensemble
 
-    members = bundle.members
+    members = [m for m in bundle.members if only is None or m.name in only]
     names = [m.name for m in members]
     temps = [m.temperature for m in members]
     cores = threads or os.cpu_count() or 1
     if mc_samples and backend != "torch":
         raise ConfigError("--mc-samples needs the torch backend (dropout is folded away in exported graphs)")
     if concurrency == "auto":
-        concurrency = "streams" if device in ("cuda", "trt") else ("threads" if backend == "ort" else "sequential")
+        # Measured on a 2-core CPU (docs/bench.md): members one after another, each with every core, beat
+        # members in parallel threads (0.82-0.96x for ORT, 0.6x for torch); GPUs overlap members on streams.
+        concurrency = "streams" if device in ("cuda", "trt") else "sequential"
     if fused:
         if not bundle.fused:
             raise BundleError(f"{bundle.root}: no fused graph; re-export with --fuse or serve with --separate")
@@ -112,7 +116,7 @@ def build_ensemble(bundle: Bundle, backend: str, device: str, fused: bool = Fals
         if backend == "torch":
             from lenstrt.runtime.torch import TorchRunner
 
-            runners.append(TorchRunner(m.name, bundle.path(m.entry["checkpoint"]), device, compile=compile,
+            runners.append(TorchRunner(m.name, bundle.path(m.entry["checkpoint"]), device, amp=amp, compile=compile,
                                        mc_samples=mc_samples, threads=cores))
         else:
             runners.append(_runner(bundle, backend, device, m.name, m.entry["artifacts"], per, cuda_graph_batch))

@@ -14,7 +14,7 @@ from lenstrt.runtime.base import Runner, as_numpy
 class TorchRunner(Runner):
     backend = "torch"
 
-    def __init__(self, name: str, checkpoint: str | Path, device: str = "cpu", amp: bool = True,
+    def __init__(self, name: str, checkpoint: str | Path, device: str = "cpu", amp: bool | None = None,
                  compile: bool = False, mc_samples: int = 0, threads: int | None = None):
         super().__init__(name)
         self.checkpoint, self.device, self.amp, self.compile = Path(checkpoint), device, amp, compile
@@ -37,7 +37,11 @@ class TorchRunner(Runner):
             self.stream = torch.cuda.Stream(device=self.device)
         self.model = torch.compile(model) if self.compile else model
         self.cuda = self.device.startswith("cuda")
-        self.info.update(device=self.device, amp=bool(self.amp and self.cuda), compile=self.compile,
+        # amp None: fp16 autocast on CUDA, fp32 on a CPU; True: also bf16 autocast on a CPU
+        self._amp_dtype = (torch.float16 if self.amp is not False else None) if self.cuda else \
+            (torch.bfloat16 if self.amp else None)
+        self.info.update(device=self.device, amp=str(self._amp_dtype).replace("torch.", "") if self._amp_dtype else "off",
+                         compile=self.compile,
                          mc_samples=self.mc_samples, torch=str(torch.__version__))
         super().activate()
 
@@ -48,7 +52,8 @@ class TorchRunner(Runner):
     def _forward(self, x):
         import torch
 
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self.amp and self.cuda):
+        with torch.inference_mode(), torch.autocast("cuda" if self.cuda else "cpu", dtype=self._amp_dtype,
+                                                    enabled=self._amp_dtype is not None):
             return self.model(x).float().squeeze(1)
 
     def _to_device(self, images):

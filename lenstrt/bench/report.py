@@ -1,0 +1,77 @@
+"""bench.json, bench.md (a table to paste into an issue), bench.png and the terminal table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lenstrt.io import write_json
+
+
+def _fmt(v, f):
+    return "-" if v is None else f.format(v)
+
+
+def table_rows(report: dict[str, Any]) -> list[list[str]]:
+    out = []
+    for r in report["rows"]:
+        if not r.get("ok"):
+            out.append([r["label"], "FAILED", "-", "-", "-", "-", "-", "-", r.get("error", "")[:60]])
+            continue
+        a = r.get("agreement") or {}
+        lat = r["latency"]
+        out.append([r["label"], _fmt(r["images_per_s"], "{:,.1f}"), _fmt(lat.get("p50_ms"), "{:.2f}"),
+                    _fmt(lat.get("p99_ms"), "{:.2f}"), _fmt(r.get("peak_rss_mib"), "{:,.0f}"),
+                    _fmt(a.get("max_abs_prob_diff"), "{:.1e}"), _fmt(a.get("top100_overlap"), "{:.2f}"),
+                    _fmt(r.get("usd_per_million"), "${:.3f}"), ",".join(p.replace("ExecutionProvider", "")
+                                                                        for p in r.get("providers", []))])
+    return out
+
+
+HEADER = ["configuration", "img/s", "p50 ms", "p99 ms", "RSS MiB", "max |Δp|", "top-100", "$/1M", "providers"]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    env = report["env"]
+    lines = [f"# lenstrt bench ({report['created']})", "",
+             f"- machine: {env['cpu']} x{env['cpu_cores']}, GPUs: {env['gpus']}",
+             f"- torch {env['torch']}, onnxruntime {env['onnxruntime']}, TensorRT: {env['tensorrt']}",
+             f"- bundle: `{report['bundle']}` (members: {', '.join(report['members'])})",
+             f"- agreement vs torch fp32 separate b64 on {report['agreement_set']['n']} cutouts; price: {report['price']}",
+             "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(r) + " |" for r in table_rows(report)]
+    if report["ratios"]:
+        lines += ["", "| speed-up | vs | x |", "|---|---|---|"]
+        lines += [f"| {q['label']} | {q['vs']} | {q['speedup']:.2f} |" for q in report["ratios"]]
+    return "\n".join(lines) + "\n"
+
+
+def write(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
+    from lenstrt.plots import bars
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "bench.json", report)
+    (out / "bench.md").write_text(markdown(report))
+    groups: dict[str, dict[str, float]] = {}
+    for r in report["rows"]:
+        if r.get("ok"):
+            series = f"{r['backend']} {r['ensemble']}" + (f":{r['member']}" if r.get("member") else "")
+            groups.setdefault(f"batch {r['batch_size']}", {})[series] = r["images_per_s"]
+    bars(groups, "images / s", out / "bench.png", title="lenstrt bench: throughput")
+    return {"json": out / "bench.json", "md": out / "bench.md", "png": out / "bench.png"}
+
+
+def print_table(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="lenstrt bench")
+    for h in HEADER:
+        t.add_column(h, justify="left" if h in ("configuration", "providers") else "right")
+    for r in table_rows(report):
+        t.add_row(*r)
+    c = Console(width=160)
+    c.print(t)
+    for q in report["ratios"]:
+        c.print(f"  {q['label']}: {q['speedup']:.2f}x vs {q['vs']}")

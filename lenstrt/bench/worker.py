@@ -1,0 +1,79 @@
+"""One benchmark configuration, run in its own process: python -m lenstrt.bench.worker CONFIG.json.
+
+Separate processes because PyTorch's and ONNX Runtime's thread pools fight when they share one, and
+because a backend that crashes must become a failed row, not a dead report.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+
+import numpy as np
+
+BACKENDS = {
+    "torch": ("torch", None, {}), "torch-amp": ("torch", None, {"amp": True}),
+    "torch-compile": ("torch", None, {"compile": True}),
+    "ort": ("ort", "cpu", {}), "ort-cuda": ("ort", "cuda", {}), "ort-trt": ("ort", "trt", {}), "trt": ("trt", "cuda", {}),
+}
+
+
+def run(cfg: dict) -> dict:
+    import torch
+
+    from lenstrt.bench.monitor import GpuMonitor
+    from lenstrt.bench.stats import latency_stats
+    from lenstrt.bundle import Bundle
+    from lenstrt.runtime.select import build_ensemble
+
+    backend, device, extra = BACKENDS[cfg["backend"]]
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    mode = cfg["ensemble"]
+    gpu = device in ("cuda", "trt")
+    concurrency = {"separate": "sequential", "concurrent": "streams" if gpu else "threads"}.get(mode, "sequential")
+    if mode == "concurrent" and backend == "torch" and not gpu:
+        concurrency = "threads"
+    bundle = Bundle(cfg["bundle"])
+    only = [cfg["member"]] if cfg.get("member") else None
+    pool = np.load(cfg["data_npy"])
+    bs = cfg["batch_size"]
+    reps = -(-bs // len(pool))
+    x = np.ascontiguousarray(np.concatenate([pool] * reps)[:bs])
+    t_load = time.perf_counter()
+    ens = build_ensemble(bundle, backend, device, fused=mode == "fused", concurrency=concurrency, only=only, **extra)
+    with ens, GpuMonitor() as mon:
+        load_s = time.perf_counter() - t_load
+        t_end = time.perf_counter() + cfg["warmup_ms"] / 1e3
+        while True:  # warm-up: at least one call (compilation, allocator, caches)
+            ens.infer(x)
+            if time.perf_counter() >= t_end:
+                break
+        lat = []
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < cfg["duration_s"]:
+            t = time.perf_counter()
+            ens.infer(x)
+            lat.append(time.perf_counter() - t)
+        elapsed = time.perf_counter() - t0
+        agree = np.load(cfg["agree_npy"])
+        scores = np.concatenate([ens.infer(agree[i:i + 64]).score for i in range(0, len(agree), 64)])
+        np.save(cfg["scores_out"], scores)
+        info = ens.info
+    return {"ok": True, "images_per_s": len(lat) * bs / elapsed, "latency": latency_stats(lat), "load_s": load_s,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "gpu": mon.summary(),
+            "device": device, "concurrency": concurrency if mode != "fused" else "fused graph", "ensemble_info": info,
+            "providers": sorted({p for r in info["runners"] for p in r.get("providers", [])})}
+
+
+def main() -> None:
+    cfg = json.loads(open(sys.argv[1]).read())
+    res = run(cfg)
+    with open(cfg["out"], "w") as fh:
+        json.dump(res, fh)
+
+
+if __name__ == "__main__":
+    main()
