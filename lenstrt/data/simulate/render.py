@@ -24,6 +24,7 @@ class Rendered:
     images: np.ndarray      # [B, C, H, W] float32, e- per pixel, sky-subtracted, with noise
     arc_snr: np.ndarray     # [B] float32 (0 for non-lenses)
     src_mags: np.ndarray    # [B, C] magnitudes after the S/N floor (NaN for non-lenses)
+    model: np.ndarray | None = None  # [B, C, H, W] noiseless expected counts (when asked for)
 
 
 def _grid(survey: Survey) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,7 +64,8 @@ def _band_sum(unit: torch.Tensor, counts: torch.Tensor, total: torch.Tensor) -> 
 
 
 @torch.inference_mode()
-def render(p: Params, survey: Survey, rng: np.random.Generator, kernels: torch.Tensor) -> Rendered:
+def render(p: Params, survey: Survey, rng: np.random.Generator, kernels: torch.Tensor,
+           keep_model: bool = False) -> Rendered:
     x, y = _grid(survey)
     b, nb, hw = len(p.kind), len(survey.bands), survey.image_size
     model = torch.zeros(b, nb, hw, hw)
@@ -110,7 +112,7 @@ def render(p: Params, survey: Survey, rng: np.random.Generator, kernels: torch.T
         model[comp] += ph.convolve_psf(extra, kernels)
 
     images, _ = ph.add_noise(model.numpy(), survey, rng)
-    return Rendered(images=images, arc_snr=arc_snr, src_mags=src_mags)
+    return Rendered(images=images, arc_snr=arc_snr, src_mags=src_mags, model=model.numpy() if keep_model else None)
 
 
 def _arc_snr(arc: torch.Tensor, base: torch.Tensor, survey: Survey) -> torch.Tensor:
