@@ -122,6 +122,16 @@ def test_corrupt_shard_recorded_and_skipped_nan_flagged(bundle_dir, tmp_path, rn
               ServeOptions(backend="ort", strict=True), progress=False, log=lambda *a: None)
 
 
+def test_prevalence_column(bundle_dir, sim_dir, tmp_path):
+    serve(bundle_dir, [str(sim_dir / "shard-00000.h5")], tmp_path, ServeOptions(backend="ort", prevalence=1e-3),
+          progress=False, log=lambda *a: None)
+    t = _catalog(tmp_path)
+    score, survey = t.column("score").to_numpy(), t.column("score_survey").to_numpy()
+    assert np.all(survey <= score + 1e-7) and np.all(np.diff(survey[np.argsort(score)]) >= -1e-7)  # monotone
+    mid = np.argmin(np.abs(score - 0.5))
+    assert survey[mid] < 0.01  # a coin flip at 50% training prevalence is ~1e-3 at survey prevalence
+
+
 def test_resume_refuses_changed_options(bundle_dir, sim_dir, tmp_path):
     serve(bundle_dir, [str(sim_dir / "shard-00000.h5")], tmp_path, ServeOptions(backend="ort"), progress=False,
           log=lambda *a: None)

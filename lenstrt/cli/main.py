@@ -27,9 +27,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from lenstrt.cli import bench, evaluate, export, info, preview, serve, simulate, train
+    from lenstrt.cli import bench, cloud, evaluate, export, info, preview, serve, simulate, train
 
-    for mod in (info, simulate, preview, train, evaluate, export, serve, bench):
+    for mod in (info, simulate, preview, train, evaluate, export, serve, bench, cloud):
         cli.add_command(mod.command)
 
 

@@ -23,12 +23,15 @@ from lenstrt.cli import options
 @click.option("--gallery", is_flag=True, help="Also write candidates.png (top candidates as colour composites).")
 @click.option("--compile", "compile_", is_flag=True, help="torch backend: torch.compile the members.")
 @click.option("--cuda-graph", is_flag=True, help="trt backend: capture a CUDA graph for the batch size.")
+@click.option("--prevalence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Also write score_survey: the score re-weighted from the training lens fraction to this "
+                   "prevalence (e.g. 1e-3 for a survey).")
 @click.option("--concurrency", type=click.Choice(["auto", "sequential", "threads", "streams"]), default="auto",
               show_default=True)
 @options.config
 @options.quiet
 def command(bundle_dir, inputs, out, backend, batch_size, fmt, fused, mc_samples, fusion, resume, strict, unit_rows,
-            top_k, gallery, compile_, cuda_graph, concurrency, config_path, quiet):
+            top_k, gallery, compile_, cuda_graph, prevalence, concurrency, config_path, quiet):
     """Score a cutout catalog with a bundle's ensemble: resumable, exactly once, candidates at the end."""
     from lenstrt.config import load_config
     from lenstrt.serve.pipeline import ServeOptions, serve
@@ -38,7 +41,8 @@ def command(bundle_dir, inputs, out, backend, batch_size, fmt, fused, mc_samples
         backend=backend or cfg.inference.backend, batch_size=batch_size or cfg.inference.batch_size, fmt=fmt,
         fused=fused, mc_samples=cfg.inference.mc_samples if mc_samples is None else mc_samples,
         fusion=fusion or cfg.ensemble.fusion_method, resume=resume, strict=strict, unit_rows=unit_rows,
-        top_k=top_k, gallery=gallery, compile=compile_, cuda_graph=cuda_graph, concurrency=concurrency)
+        top_k=top_k, gallery=gallery, compile=compile_, cuda_graph=cuda_graph, concurrency=concurrency,
+        prevalence=prevalence)
     s = serve(bundle_dir, list(inputs), out, opts, progress=not quiet, log=click.echo)
     c, tp = s["counts"], s["throughput"]
     click.echo(f"scored {c['rows_this_run']:,} cutouts this run ({c['catalog_rows']:,} of {c['input_rows']:,} in the "

@@ -47,6 +47,7 @@ class ServeOptions:
     cuda_graph: bool = False
     concurrency: str = "auto"
     queue_depth: int = 4
+    prevalence: float | None = None   # adds score_survey: the score re-weighted to this lens prevalence
 
 
 def _append_error(out: Path, rec: dict) -> None:
@@ -99,12 +100,12 @@ def serve(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: Serv
     units = plan_units(files, opts.unit_rows)
     run = {"bundle_manifest_sha256": bundle.manifest_sha256(), "inputs": [f for f, _ in files],
            "unit_rows": opts.unit_rows, "format": opts.fmt, "fused": opts.fused, "mc_samples": opts.mc_samples,
-           "fusion": opts.fusion}
+           "fusion": opts.fusion, "prevalence": opts.prevalence}
     run_file = out / "run.json"
     if run_file.exists():
         prev = json.loads(run_file.read_text())
-        changed = [k for k in ("bundle_manifest_sha256", "unit_rows", "format", "fused", "mc_samples", "fusion")
-                   if prev.get(k) != run[k]]
+        changed = [k for k in ("bundle_manifest_sha256", "unit_rows", "format", "fused", "mc_samples", "fusion",
+                               "prevalence") if prev.get(k) != run[k]]
         if changed:
             raise InputError(f"{out}: holds a run with different {', '.join(changed)}; resume needs the same "
                              "bundle and options, or pass --no-resume to start over")
@@ -126,6 +127,7 @@ def serve(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: Serv
                          concurrency=opts.concurrency)
     member_names = [m.name for m in bundle.members]
     bundle_tag = run["bundle_manifest_sha256"][:12]
+    train_frac = float(np.mean([m.entry.get("train_lens_fraction", 0.5) for m in bundle.members]))
     stats = {"rows": 0, "infer_s": 0.0, "flagged": 0, "unit_errors": 0}
     q_in: queue.Queue = queue.Queue(opts.queue_depth)
     q_out: queue.Queue = queue.Queue(opts.queue_depth)
@@ -217,7 +219,12 @@ def serve(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: Serv
             pending.setdefault(u.index, []).append((b, sc))
             bar.advance(len(b))
             if last:
-                q_out.put((u, _columns(pending.pop(u.index), member_names, bundle_tag)))
+                cols = _columns(pending.pop(u.index), member_names, bundle_tag)
+                if opts.prevalence:
+                    from lenstrt.metrics import prevalence_correct
+
+                    cols["score_survey"] = prevalence_correct(cols["score"], train_frac, opts.prevalence).astype(np.float32)
+                q_out.put((u, cols))
             if failure:
                 break
         stop.set()
