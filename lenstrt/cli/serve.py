@@ -26,12 +26,17 @@ from lenstrt.cli import options
 @click.option("--prevalence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Also write score_survey: the score re-weighted from the training lens fraction to this "
                    "prevalence (e.g. 1e-3 for a survey).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None,
+              help="Score on a Ray cluster: --ray (a running cluster, else a local one) or --ray ADDRESS.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="--ray: actor-pool size [one per GPU].")
+@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=None, help="--ray: GPUs per actor [1 if any].")
 @click.option("--concurrency", type=click.Choice(["auto", "sequential", "threads", "streams"]), default="auto",
               show_default=True)
 @options.config
 @options.quiet
 def command(bundle_dir, inputs, out, backend, batch_size, fmt, fused, mc_samples, fusion, resume, strict, unit_rows,
-            top_k, gallery, compile_, cuda_graph, prevalence, concurrency, config_path, quiet):
+            top_k, gallery, compile_, cuda_graph, prevalence, ray_address, workers, gpus_per_worker, concurrency, config_path,
+            quiet):
     """Score a cutout catalog with a bundle's ensemble: resumable, exactly once, candidates at the end."""
     from lenstrt.config import load_config
     from lenstrt.serve.pipeline import ServeOptions, serve
@@ -43,7 +48,13 @@ def command(bundle_dir, inputs, out, backend, batch_size, fmt, fused, mc_samples
         fusion=fusion or cfg.ensemble.fusion_method, resume=resume, strict=strict, unit_rows=unit_rows,
         top_k=top_k, gallery=gallery, compile=compile_, cuda_graph=cuda_graph, concurrency=concurrency,
         prevalence=prevalence)
-    s = serve(bundle_dir, list(inputs), out, opts, progress=not quiet, log=click.echo)
+    if ray_address:
+        from lenstrt.serve.ray import serve_ray
+
+        s = serve_ray(bundle_dir, list(inputs), out, opts, address=ray_address, workers=workers,
+                      gpus_per_worker=gpus_per_worker, progress=not quiet, log=click.echo)
+    else:
+        s = serve(bundle_dir, list(inputs), out, opts, progress=not quiet, log=click.echo)
     c, tp = s["counts"], s["throughput"]
     click.echo(f"scored {c['rows_this_run']:,} cutouts this run ({c['catalog_rows']:,} of {c['input_rows']:,} in the "
                f"catalog); {tp['end_to_end_img_s']} img/s end to end, {tp['inference_img_s']} img/s inference"

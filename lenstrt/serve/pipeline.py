@@ -80,12 +80,53 @@ def _scan_inputs(inputs: list[str], bundle: Bundle, out: Path, strict: bool) -> 
     return files, errors
 
 
-def serve(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: ServeOptions = ServeOptions(),
-          progress: bool = True, log=print) -> dict[str, Any]:
-    from lenstrt.runtime.select import build_ensemble, choose_backend, detect
+@dataclass
+class Run:
+    """Everything both serve paths (threads here, Ray in serve/ray.py) share for one output directory."""
+    bundle: Bundle
+    out: Path
+    opts: ServeOptions
+    units: list[Unit]
+    todo: list[Unit]
+    ledger: Ledger
+    member_names: list[str]
+    bundle_tag: str
+    train_frac: float
+    n_files: int
+    open_errors: int
 
-    t_start = time.perf_counter()
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    @property
+    def catalog(self) -> Path:
+        return self.out / "catalog"
+
+    def columns(self, parts: list) -> dict[str, Any]:
+        cols = _columns(parts, self.member_names, self.bundle_tag)
+        if self.opts.prevalence:
+            from lenstrt.metrics import prevalence_correct
+
+            cols["score_survey"] = prevalence_correct(cols["score"], self.train_frac,
+                                                      self.opts.prevalence).astype(np.float32)
+        return cols
+
+    def commit(self, u: Unit, cols: dict[str, Any]) -> None:
+        """Part file first (atomic), then the ledger line: the unit is in the catalog exactly once."""
+        if u.key in self.ledger.done:
+            return
+        name = part_name(u.index, self.opts.fmt)
+        try:
+            write_part(self.catalog / name, cols, self.opts.fmt)
+        except OSError as exc:
+            raise LenstrtError(f"{self.catalog / name}: cannot write ({exc.strerror}); free disk space and rerun "
+                               "the same command: it resumes where it stopped") from exc
+        self.ledger.record({"unit": u.key, "part": name, "rows": u.rows, "index": u.index})
+
+    def record_error(self, u: Unit, exc: Exception) -> None:
+        _append_error(self.out, {"file": u.path, "rows": [u.start, u.stop], "error": str(exc), "stage": "read"})
+
+
+def prepare(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: ServeOptions) -> Run:
+    """Checks the inputs against the bundle, plans the work units, and opens the ledger (dropping parts
+    that were written but never committed)."""
     bundle = Bundle(bundle_dir)
     out = Path(out)
     catalog = out / "catalog"
@@ -117,17 +158,27 @@ def serve(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: Serv
         if f.name not in kept:
             f.unlink()
     todo = [u for u in units if u.key not in ledger.done]
-    caps = detect()
-    backend, device, why = choose_backend(opts.backend, caps, bundle)
+    return Run(bundle, out, opts, units, todo, ledger, [m.name for m in bundle.members],
+               run["bundle_manifest_sha256"][:12],
+               float(np.mean([m.entry.get("train_lens_fraction", 0.5) for m in bundle.members])),
+               len(files), len(open_errors))
+
+
+def serve(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: ServeOptions = ServeOptions(),
+          progress: bool = True, log=print) -> dict[str, Any]:
+    from lenstrt.runtime.select import build_ensemble, choose_backend, detect
+
+    t_start = time.perf_counter()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    run = prepare(bundle_dir, inputs, out, opts)
+    bundle, out, units, todo, ledger = run.bundle, run.out, run.units, run.todo, run.ledger
+    backend, device, why = choose_backend(opts.backend, detect(), bundle)
     log(f"backend: {backend} ({device}) - {why}")
-    log(f"{sum(u.rows for u in units):,} cutouts in {len(files)} file(s); {len(units) - len(todo)} of {len(units)} "
-        f"units already done" + (f"; {len(open_errors)} unreadable file(s) skipped" if open_errors else ""))
+    log(f"{sum(u.rows for u in units):,} cutouts in {run.n_files} file(s); {len(units) - len(todo)} of {len(units)} "
+        f"units already done" + (f"; {run.open_errors} unreadable file(s) skipped" if run.open_errors else ""))
     ens = build_ensemble(bundle, backend, device, fused=opts.fused, fusion=opts.fusion, mc_samples=opts.mc_samples,
                          compile=opts.compile, cuda_graph_batch=opts.batch_size if opts.cuda_graph else None,
                          concurrency=opts.concurrency)
-    member_names = [m.name for m in bundle.members]
-    bundle_tag = run["bundle_manifest_sha256"][:12]
-    train_frac = float(np.mean([m.entry.get("train_lens_fraction", 0.5) for m in bundle.members]))
     stats = {"rows": 0, "infer_s": 0.0, "flagged": 0, "unit_errors": 0}
     q_in: queue.Queue = queue.Queue(opts.queue_depth)
     q_out: queue.Queue = queue.Queue(opts.queue_depth)
@@ -173,13 +224,7 @@ def serve(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: Serv
                 if item is _STOP:
                     return
                 u, cols = item
-                name = part_name(u.index, opts.fmt)
-                try:
-                    write_part(catalog / name, cols, opts.fmt)
-                except OSError as exc:
-                    raise LenstrtError(f"{catalog / name}: cannot write ({exc.strerror}); free disk space and rerun "
-                                       "the same command: it resumes where it stopped") from exc
-                ledger.record({"unit": u.key, "part": name, "rows": u.rows, "index": u.index})
+                run.commit(u, cols)
         except BaseException as exc:
             failure.append(exc)
             stop.set()
@@ -203,7 +248,7 @@ def serve(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: Serv
             u, b, images, last = item
             if isinstance(b, InputError):
                 stats["unit_errors"] += 1
-                _append_error(out, {"file": u.path, "rows": [u.start, u.stop], "error": str(b), "stage": "read"})
+                run.record_error(u, b)
                 pending.pop(u.index, None)
                 if opts.strict:
                     strict_error = b
@@ -219,12 +264,7 @@ def serve(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: Serv
             pending.setdefault(u.index, []).append((b, sc))
             bar.advance(len(b))
             if last:
-                cols = _columns(pending.pop(u.index), member_names, bundle_tag)
-                if opts.prevalence:
-                    from lenstrt.metrics import prevalence_correct
-
-                    cols["score_survey"] = prevalence_correct(cols["score"], train_frac, opts.prevalence).astype(np.float32)
-                q_out.put((u, cols))
+                q_out.put((u, run.columns(pending.pop(u.index))))
             if failure:
                 break
         stop.set()
@@ -239,7 +279,7 @@ def serve(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: Serv
         raise failure[0]
     if strict_error is not None:
         raise InputError(f"{strict_error} (--strict: stopped; the output so far is intact, rerun to resume)")
-    return _finish(out, opts, bundle, ens, backend, device, why, units, stats, t_start, started, log)
+    return _finish(out, opts, bundle, ens.info, backend, device, why, units, stats, t_start, started)
 
 
 def _columns(parts: list, members: list[str], bundle_tag: str) -> dict[str, Any]:
@@ -261,8 +301,8 @@ def _columns(parts: list, members: list[str], bundle_tag: str) -> dict[str, Any]
     return cols
 
 
-def _finish(out: Path, opts: ServeOptions, bundle: Bundle, ens, backend, device, why, units: list[Unit], stats,
-            t_start: float, started: str, log) -> dict[str, Any]:
+def _finish(out: Path, opts: ServeOptions, bundle: Bundle, ens_info: dict, backend, device, why, units: list[Unit],
+            stats, t_start: float, started: str, extra: dict | None = None) -> dict[str, Any]:
     import csv
 
     ledger = Ledger(out)
@@ -285,7 +325,7 @@ def _finish(out: Path, opts: ServeOptions, bundle: Bundle, ens, backend, device,
         "schema": "lenstrt-serve-summary/1", "lenstrt_version": __version__, "started": started,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "bundle": str(bundle.root), "bundle_manifest_sha256": bundle.manifest_sha256(),
-        "backend": backend, "device": device, "backend_choice": why, "ensemble": ens.info,
+        "backend": backend, "device": device, "backend_choice": why, "ensemble": ens_info,
         "options": asdict(opts),
         "counts": {"input_rows": sum(u.rows for u in units), "catalog_rows": sum(r["rows"] for r in done),
                    "units": len(units), "units_done": len(done), "rows_this_run": stats["rows"],
@@ -301,6 +341,8 @@ def _finish(out: Path, opts: ServeOptions, bundle: Bundle, ens, backend, device,
     tp = summary["throughput"]
     if tp["end_to_end_img_s"] and tp["inference_img_s"]:
         tp["pipeline_efficiency"] = round(tp["end_to_end_img_s"] / tp["inference_img_s"], 3)
+    if extra:
+        summary.update(extra)
     if opts.gallery and cands:
         summary["gallery"] = str(_gallery(cands[:16], out / "candidates.png"))
     write_json(out / "summary.json", summary)
