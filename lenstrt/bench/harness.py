@@ -53,29 +53,14 @@ def configs(spec: BenchSpec, bundle: Bundle) -> list[dict[str, Any]]:
     return out
 
 
-def _inputs(bundle: Bundle, data: list[str] | None, n: int, tmp: Path) -> tuple[Path, Path, np.ndarray | None]:
-    """A pool of cutouts to time on and a labelled set for agreement (simulated unless --data)."""
-    if data:
-        from lenstrt.data.readers import iter_batches
+def _inputs(bundle: Bundle, data: list[str] | None, n: int, tmp: Path) -> tuple[Path, np.ndarray | None]:
+    """Cutouts to time on, which are also the labelled agreement set (simulated unless --data)."""
+    from lenstrt.data.samples import sample_cutouts
 
-        imgs, labels = [], []
-        for b in iter_batches(data, n):
-            imgs.append(b.images)
-            labels.append(b.labels)
-            if sum(len(i) for i in imgs) >= n:
-                break
-        x = np.concatenate(imgs)[:n]
-        y = None if any(lb is None for lb in labels) else np.concatenate(labels)[:n]
-    else:
-        from lenstrt.data.simulate import simulate_arrays
-        from lenstrt.data.simulate.presets import load_survey
-
-        survey = load_survey(bundle.input.get("survey") or "lsst-gri", bundle.input["image_size"])
-        a = simulate_arrays(survey, n, np.random.default_rng([7, n]))
-        x, y = a["images"], a["labels"]
-    np.save(tmp / "pool.npy", x)
-    np.save(tmp / "agree.npy", x)
-    return tmp / "pool.npy", tmp / "agree.npy", y
+    inp = bundle.input
+    x, y, _ = sample_cutouts(data, n, inp.get("survey"), inp["shape"][1], inp["image_size"], seed=7)
+    np.save(tmp / "cutouts.npy", x)
+    return tmp / "cutouts.npy", y
 
 
 def run_config(cfg: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -112,13 +97,13 @@ def run_bench(bundle_dir: str | Path, spec: BenchSpec, data: list[str] | None = 
     rows = []
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
-        pool, agree, labels = _inputs(bundle, data, spec.n_agree, tmp)
+        cutouts, labels = _inputs(bundle, data, spec.n_agree, tmp)
         todo = configs(spec, bundle)
         ref_cfg = dict(REFERENCE)
         all_cfgs = [ref_cfg] + [c for c in todo if c != ref_cfg]
         for i, c in enumerate(all_cfgs):
             cfg = {**c, "bundle": str(bundle.root), "warmup_ms": spec.warmup_ms, "duration_s": spec.duration_s,
-                   "data_npy": str(pool), "agree_npy": str(agree), "out": str(tmp / f"r{i}.json"),
+                   "data_npy": str(cutouts), "agree_npy": str(cutouts), "out": str(tmp / f"r{i}.json"),
                    "scores_out": str(tmp / f"s{i}.npy")}
             label = f"{c['backend']} {c['ensemble']}{':' + c['member'] if c.get('member') else ''} b{c['batch_size']}"
             res = run_config(cfg, spec.timeout_s)

@@ -30,32 +30,23 @@ def _art(root: Path, rel: str, **extra: Any) -> dict[str, Any]:
 
 
 def validation_set(ckpt: dict[str, Any], data: list[str] | None, n: int) -> tuple[np.ndarray, np.ndarray | None, str]:
-    if data:
-        from lenstrt.data.readers import iter_batches
+    from lenstrt.data.samples import sample_cutouts
 
-        imgs, labels = [], []
-        for b in iter_batches(data, n):
-            imgs.append(b.images)
-            labels.append(b.labels)
-            if sum(len(i) for i in imgs) >= n:
-                break
-        x = np.concatenate(imgs)[:n]
-        y = None if any(lb is None for lb in labels) else np.concatenate(labels)[:n]
-        return x, y, f"{n} cutouts from {data[0]}"
-    from lenstrt.data.simulate import simulate_arrays
-    from lenstrt.data.simulate.presets import load_survey
-    from lenstrt.errors import ConfigError
+    return sample_cutouts(data, n, ckpt.get("survey"), len(ckpt["bands"]), ckpt["image_size"], seed=20260101)
 
-    try:
-        survey = load_survey(ckpt.get("survey", "lsst-gri"), ckpt["image_size"])
-    except ConfigError:
-        survey = None
-    if survey is None or len(survey.bands) != len(ckpt["bands"]):
-        rng = np.random.default_rng(0)
-        return (rng.normal(size=(n, len(ckpt["bands"]), ckpt["image_size"], ckpt["image_size"])).astype(np.float32),
-                None, f"{n} Gaussian-noise cutouts (survey {ckpt.get('survey')!r} has no preset)")
-    a = simulate_arrays(survey, n, np.random.default_rng([20260101, n]))
-    return a["images"], a["labels"].astype(np.int64), f"{n} simulated {survey.name} cutouts (seed 20260101)"
+
+# The AUC-drop gate guards a working classifier. For a model that barely ranks (reference AUC below
+# this), its scores sit within fp16 rounding of each other and the AUC "drop" is rank noise: recorded,
+# not enforced.
+AUC_GATE_MIN_REFERENCE = 0.9
+
+
+def auc_drop_fails(agreement_fp16: dict[str, Any], max_drop: float) -> bool:
+    if "auc_drop" not in agreement_fp16:
+        return False
+    enforced = agreement_fp16["auc_reference"] >= AUC_GATE_MIN_REFERENCE
+    agreement_fp16["auc_drop_enforced"] = enforced
+    return enforced and agreement_fp16["auc_drop"] > max_drop
 
 
 def _member_names(paths: list[Path]) -> list[str]:
@@ -127,7 +118,7 @@ def export_bundle(checkpoints: list[str], out: str | Path, fp16: bool = False, f
                 got16 = run_onnx_guarded(tmp / rel16, images, FP16_LEVEL)[0][:, 0]
                 a16 = agreement(ref, got16, T, labels)
                 agree["fp16"] = a16
-                if a16["max_abs_prob_diff"] > spec.atol_fp16_prob or a16.get("auc_drop", 0) > spec.max_auc_drop_fp16:
+                if a16["max_abs_prob_diff"] > spec.atol_fp16_prob or auc_drop_fails(a16, spec.max_auc_drop_fp16):
                     raise ExportError(f"member {name}: fp16 graph max |prob diff| {a16['max_abs_prob_diff']:.2e} "
                                       f"(tol {spec.atol_fp16_prob}), AUC drop {a16.get('auc_drop', 0):.4f} "
                                       f"(tol {spec.max_auc_drop_fp16}) on {val_desc}")
