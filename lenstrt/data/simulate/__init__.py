@@ -27,7 +27,7 @@ class SimSpec:
 
 
 def simulate_arrays(survey: Survey, n: int, rng: np.random.Generator, lens_fraction: float = 0.5,
-                    companion_fraction: float = 0.5) -> dict[str, np.ndarray]:
+                    companion_fraction: float = 0.5, on_batch=None) -> dict[str, np.ndarray]:
     """n systems as the arrays of a shard (no ids). The core used by shards and on-the-fly training."""
     import torch
 
@@ -54,6 +54,8 @@ def simulate_arrays(survey: Survey, n: int, rng: np.random.Generator, lens_fract
             "lens_mags": p.lens_mags.astype(np.float32),
             "source_mags": r.src_mags.astype(np.float32),
         })
+        if on_batch is not None:
+            on_batch(len(k))
     del torch
     return {key: np.concatenate([pt[key] for pt in parts]) for key in parts[0]}
 
@@ -95,10 +97,10 @@ def simulate(spec: SimSpec, out: str | Path, progress: bool = True) -> dict:
                     bar.advance(hi - lo)
                     continue
             rng = np.random.default_rng([spec.seed, s])
-            arrays = simulate_arrays(survey, hi - lo, rng, spec.lens_fraction, spec.companion_fraction)
+            arrays = simulate_arrays(survey, hi - lo, rng, spec.lens_fraction, spec.companion_fraction,
+                                     on_batch=bar.advance)
             arrays["ids"] = np.array([f"{survey.name}-s{spec.seed}-{i:09d}".encode() for i in range(lo, hi)])
             write_shard(path, arrays, {**attrs_base, "shard": s, "first_index": lo})
-            bar.advance(hi - lo)
     meta = {
         "schema": "lenstrt-dataset/1", "n": spec.n, "seed": spec.seed, "survey": survey.name,
         "bands": survey.band_names, "image_size": survey.image_size, "pixel_scale": survey.pixel_scale,
