@@ -51,10 +51,12 @@ def progress_bar(description: str, total: int | None, unit: str = "items", enabl
             speed = task.finished_speed or task.speed
             return Text(f"{speed:,.0f} {unit}/s" if speed else f"- {unit}/s")
 
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(), TaskProgressColumn(),
-               RateColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
-    if fields:
-        columns.append(TextColumn(fields))
+    if fields:  # room for the extra fields in an 80-column log: a shorter bar, no counts
+        columns = [TextColumn("[bold]{task.description}"), BarColumn(bar_width=12), TaskProgressColumn(),
+                   TimeElapsedColumn(), TextColumn(fields)]
+    else:
+        columns = [TextColumn("[bold]{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
+                   TaskProgressColumn(), RateColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
     import re
 
     defaults = {name: "-" for name in re.findall(r"task\.fields\[(\w+)\]", fields)}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make demo`: the whole pipeline on built-in simulated data, on the CPU, in about eight minutes.
+# `make demo`: the whole pipeline on built-in simulated data, on the CPU, in about five minutes.
 set -euo pipefail
 OUT=${1:-demo_out}
 L=.venv/bin/lenstrt

@@ -155,7 +155,7 @@ class Trainer:
         t_start = time.perf_counter()
         seen, t_rate, last_auc = 0, time.perf_counter(), float("nan")
         bar_total = int(budget_s) if budget_s else total_steps
-        fields = "loss {task.fields[loss]} | val AUROC {task.fields[auc]} | {task.fields[ips]} img/s"
+        fields = "loss {task.fields[loss]} AUROC {task.fields[auc]} {task.fields[ips]} img/s"
         with progress_bar(f"{arch} s{seed}", total=bar_total, unit="steps" if not budget_s else "s",
                           enabled=self.progress, fields=fields) as bar:
             bar.update(completed=int(elapsed_before) if budget_s else step)
