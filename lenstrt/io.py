@@ -13,34 +13,17 @@ from typing import Any
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yields a temp path beside `path`; renames it over `path` only if the block succeeds."""
+    """Yields a temp file path beside `path`; fsyncs and renames it over `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         yield tmp
-        if tmp.is_dir():
-            if path.exists():
-                import shutil
-
-                old = path.with_name(f".{path.name}.old{os.getpid()}")
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
-        else:
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            if tmp.is_dir():
-                import shutil
-
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
 def write_json(path: str | Path, data: Any) -> None:

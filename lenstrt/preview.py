@@ -14,9 +14,9 @@ def write_gallery(paths, out: str | Path, per_kind: int = 8) -> Path:
     files = expand_paths(paths)
     with CutoutFile(files[0]) as f:
         batch = f.read(0, min(f.n, 512))
-        h5 = f._h5
-        kinds = np.asarray(h5["kind"][: len(batch)]).astype(str) if h5 is not None and "kind" in h5 else None
-        extra = {k: np.asarray(h5[k][: len(batch)]) for k in ("theta_e", "arc_snr")} if kinds is not None else {}
+        kind = f.extra("kind", 0, len(batch))
+        kinds = kind.astype(str) if kind is not None else None
+        extra = {k: f.extra(k, 0, len(batch)) for k in ("theta_e", "arc_snr")}
     imgs, titles = [], []
     if kinds is None:
         imgs = list(batch.images[: 3 * per_kind])

@@ -186,3 +186,17 @@ def test_auto_backend_choice(bundle_dir, tmp_path):
         choose_backend("ort-cuda", CPU, plain)
     with pytest.raises(ConfigError):
         choose_backend("tensorflow", CPU, plain)
+
+
+def test_ledger_drops_a_torn_last_line(tmp_path):
+    from lenstrt.serve.ledger import Ledger
+
+    (tmp_path / "ledger.jsonl").write_text('{"unit": "a:0:4", "part": "p0", "rows": 4}\n{"unit": "a:4:8", "pa')
+    led = Ledger(tmp_path)
+    assert list(led.done) == ["a:0:4"]
+    led.record({"unit": "a:4:8", "part": "p1", "rows": 4})
+    led.close()
+    assert list(Ledger(tmp_path).done) == ["a:0:4", "a:4:8"]  # the torn line did not poison the file
+    (tmp_path / "ledger.jsonl").write_text('{"unit": "a:0:4"\n{"unit": "b", "part": "p", "rows": 1}\n')
+    with pytest.raises(InputError, match="corrupt line 1"):
+        Ledger(tmp_path)

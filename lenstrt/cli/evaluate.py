@@ -12,11 +12,11 @@ from lenstrt.cli import options
 @click.option("--device", default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @options.quiet
-def command(checkpoint, data, out, device, batch_size, quiet):
+def command(checkpoint, data, out, device, batch_size, quiet):  # quiet: accepted like every command; no bars here
     """ROC AUC, TPR at FPR 1e-2/1e-3, TPR0/TPR10, ECE, completeness; metrics.json and plots."""
     from lenstrt.train.evaluate import evaluate
 
-    res = evaluate(checkpoint, list(data), out, device=device, batch_size=batch_size, progress=not quiet)
+    res = evaluate(checkpoint, list(data), out, device=device, batch_size=batch_size)
     m = res[res["label"]]
     click.echo(f"{res['label']} on {m['n']} cutouts ({m['n_lenses']} lenses): AUROC {m['roc_auc']:.4f}  "
                f"TPR@FPR1e-2 {m['tpr_at_fpr_1e-2']:.3f}  TPR@FPR1e-3 {m['tpr_at_fpr_1e-3']:.3f}  "

@@ -178,6 +178,12 @@ class CutoutFile:
         return FileInfo(str(self.path), self.format, self.n, int(c), int(h), int(w),
                         self._ids is not None, self._labels is not None)
 
+    def extra(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray | None:
+        """A per-row dataset other than images/ids/labels (HDF5 only; e.g. kind, theta_e, arc_snr)."""
+        if self._h5 is None or name not in self._h5:
+            return None
+        return np.asarray(self._h5[name][start:stop])
+
     def read(self, start: int, stop: int) -> Batch:
         try:
             raw = np.asarray(self._images[start:stop])
@@ -249,10 +255,7 @@ def load_all(paths: str | Path | Iterable[str | Path], extra: tuple[str, ...] = 
             parts["ids"].append(np.array(b.ids))
             parts["flags"].append(b.flags)
             for k in extra:
-                if f._h5 is not None and k in f._h5:
-                    extras[k].append(np.asarray(f._h5[k][:]))
-                else:
-                    extras[k].append(None)
+                extras[k].append(f.extra(k))
     out = {k: np.concatenate(v) for k, v in parts.items()}
     for k, v in extras.items():
         if all(x is not None for x in v):

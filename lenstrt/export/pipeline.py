@@ -182,7 +182,6 @@ def _fused(models, members, tmp: Path, example, images, labels, fp16: bool, batc
     from lenstrt.export.fp16 import fp16_from_onnx
     from lenstrt.export.fuse import FUSED_OUTPUTS, FusedEnsemble
     from lenstrt.export.onnx import onnx_from_module
-    from lenstrt.metrics import sigmoid
 
     fused = FusedEnsemble(models, [m["temperature"] for m in members]).eval()
     ref_members = []
@@ -206,7 +205,6 @@ def _fused(models, members, tmp: Path, example, images, labels, fp16: bool, batc
             raise ExportError(f"fused fp16 graph: max |prob diff| {agree['fp16']['max_abs_prob_diff']:.2e} > 1e-2")
         arts["onnx_fp16"] = _art(tmp, "ensemble.fused.fp16.onnx", precision="fp16 (mixed, fp32 I/O)",
                                  ort_opt_level=FP16_LEVEL)
-    del sigmoid
     return {"members": [m["name"] for m in members], "outputs": FUSED_OUTPUTS, "fusion": "mean",
             "artifacts": arts, "agreement": agree}
 

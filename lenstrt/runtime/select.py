@@ -71,8 +71,8 @@ def choose_backend(requested: str, caps: Capabilities, bundle: Bundle) -> tuple[
             raise BackendError(f"--backend trt: {problem}")
         if gpu_ort:
             return "ort", "cuda", f"ONNX Runtime CUDA on {caps.gpu_name} (no TensorRT: {problem})"
-        return "ort", "cpu", "ONNX Runtime on the CPU (no CUDA GPU" + (
-            "" if caps.cuda else "") + f"; TensorRT: {problem})"
+        where = "no CUDA GPU" if not caps.cuda else "no CUDA provider in onnxruntime"
+        return "ort", "cpu", f"ONNX Runtime on the CPU ({where}; TensorRT: {problem})"
     if requested == "ort-trt":
         if not (caps.cuda and "TensorrtExecutionProvider" in caps.ort_providers):
             raise BackendError("--backend ort-trt needs onnxruntime-gpu with TensorRT libraries and a CUDA GPU")

@@ -46,19 +46,21 @@ class Ledger:
         self.path = out / "ledger.jsonl"
         self.done: dict[str, dict] = {}
         if self.path.exists():
-            with open(self.path) as fh:
-                for i, line in enumerate(fh):
-                    line = line.strip()
-                    if not line:
+            lines = self.path.read_text().splitlines()
+            for i, line in enumerate(lines):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    if i == len(lines) - 1:  # a torn last line from a crash mid-append: not committed;
+                        from lenstrt.io import atomic_path  # drop it so new lines follow valid ones
+
+                        with atomic_path(self.path) as tmp:
+                            tmp.write_text("".join(ln + "\n" for ln in lines[:i] if ln.strip()))
                         continue
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError:
-                        # a torn last line from a crash mid-append: that unit was not committed
-                        if i == sum(1 for _ in open(self.path)) - 1:
-                            continue
-                        raise InputError(f"{self.path}: corrupt line {i + 1}; delete the output directory to start over") from None
-                    self.done[rec["unit"]] = rec
+                    raise InputError(f"{self.path}: corrupt line {i + 1}; pass --no-resume to start over") from None
+                self.done[rec["unit"]] = rec
         self._fh = open(self.path, "a")
 
     def record(self, rec: dict) -> None:

@@ -100,13 +100,7 @@ class Run:
         return self.out / "catalog"
 
     def columns(self, parts: list) -> dict[str, Any]:
-        cols = _columns(parts, self.member_names, self.bundle_tag)
-        if self.opts.prevalence:
-            from lenstrt.metrics import prevalence_correct
-
-            cols["score_survey"] = prevalence_correct(cols["score"], self.train_frac,
-                                                      self.opts.prevalence).astype(np.float32)
-        return cols
+        return catalog_columns(parts, self.member_names, self.bundle_tag, self.opts.prevalence, self.train_frac)
 
     def commit(self, u: Unit, cols: dict[str, Any]) -> None:
         """Part file first (atomic), then the ledger line: the unit is in the catalog exactly once."""
@@ -282,7 +276,9 @@ def serve(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: Serv
     return _finish(out, opts, bundle, ens.info, backend, device, why, units, stats, t_start, started)
 
 
-def _columns(parts: list, members: list[str], bundle_tag: str) -> dict[str, Any]:
+def catalog_columns(parts: list, members: list[str], bundle_tag: str, prevalence: float | None = None,
+                    train_frac: float = 0.5) -> dict[str, Any]:
+    """One unit's catalog columns from its (Batch, Scores) pairs: the contract of a part file."""
     batches = [b for b, _ in parts]
     scores = [s for _, s in parts]
     n = sum(len(b) for b in batches)
@@ -298,6 +294,10 @@ def _columns(parts: list, members: list[str], bundle_tag: str) -> dict[str, Any]
         cols[f"score_{m}"] = per[:, j]
     cols["flags"] = np.concatenate([b.flags for b in batches]).astype(np.int32)
     cols["bundle"] = [bundle_tag] * n
+    if prevalence:
+        from lenstrt.metrics import prevalence_correct
+
+        cols["score_survey"] = prevalence_correct(cols["score"], train_frac, prevalence).astype(np.float32)
     return cols
 
 

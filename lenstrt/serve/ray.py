@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from lenstrt.errors import ConfigError, InputError
-from lenstrt.serve.pipeline import Run, ServeOptions, _finish, prepare
+from lenstrt.serve.pipeline import ServeOptions, _finish, catalog_columns, prepare
 
 
 def _ray():
@@ -51,7 +51,7 @@ class _ScoreUnits:
         self.ens = build_ensemble(bundle, self.backend, self.device, fused=self.opts.fused, fusion=self.opts.fusion,
                                   mc_samples=self.opts.mc_samples, threads=threads)
         self.ens.__enter__()
-        self.run = Run(bundle, Path("."), self.opts, [], [], None, member_names, bundle_tag, train_frac, 0, 0)  # type: ignore[arg-type]
+        self.member_names, self.bundle_tag, self.train_frac = member_names, bundle_tag, train_frac
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -67,7 +67,8 @@ class _ScoreUnits:
                     for s in range(start, stop, self.opts.batch_size):
                         b = f.read(s, min(stop, s + self.opts.batch_size))
                         parts.append((b, self.ens.infer(b.images)))
-                cols = self.run.columns(parts)
+                cols = catalog_columns(parts, self.member_names, self.bundle_tag, self.opts.prevalence,
+                                       self.train_frac)
                 n = len(cols["id"])
                 cols["_error"] = np.array([""] * n, dtype=object)
             except InputError as exc:

@@ -26,9 +26,7 @@ def threshold_at_fpr(labels: np.ndarray, probs: np.ndarray, max_fpr: float) -> f
 
 
 def evaluate(checkpoint: str | Path, data: list[str], out: str | Path, device: str | None = None,
-             batch_size: int = 256, progress: bool = True) -> dict[str, Any]:
-    import torch
-
+             batch_size: int = 256) -> dict[str, Any]:
     from lenstrt.data.readers import load_all
     from lenstrt.plots import binned, gallery, reliability, roc
     from lenstrt.train.hardware import pick_device
@@ -49,7 +47,6 @@ def evaluate(checkpoint: str | Path, data: list[str], out: str | Path, device: s
             raise InputError(f"{data[0]}: cutouts are {d['images'].shape[1]}x{d['images'].shape[-1]}px but {p} "
                              f"expects {len(c['bands'])} bands of {c['image_size']}px")
         model = ck.build_model(c).to(dev)
-        torch.set_grad_enabled(False)
         logits = predict_logits(model, d["images"], dev, batch_size)
         member_probs[p.parent.name if p.name == "best.pt" else p.stem] = sigmoid(logits / c["temperature"])
     names = list(member_probs)

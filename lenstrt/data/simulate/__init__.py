@@ -29,8 +29,6 @@ class SimSpec:
 def simulate_arrays(survey: Survey, n: int, rng: np.random.Generator, lens_fraction: float = 0.5,
                     companion_fraction: float = 0.5, on_batch=None) -> dict[str, np.ndarray]:
     """n systems as the arrays of a shard (no ids). The core used by shards and on-the-fly training."""
-    import torch
-
     from lenstrt.data.simulate.photometry import psf_kernels
     from lenstrt.data.simulate.render import render
 
@@ -56,7 +54,6 @@ def simulate_arrays(survey: Survey, n: int, rng: np.random.Generator, lens_fract
         })
         if on_batch is not None:
             on_batch(len(k))
-    del torch
     return {key: np.concatenate([pt[key] for pt in parts]) for key in parts[0]}
 
 
@@ -64,13 +61,11 @@ def simulate(spec: SimSpec, out: str | Path, progress: bool = True) -> dict:
     """Writes shards `shard-XXXXX.h5` and `dataset.json` into `out`; existing complete shards with the
     same spec are kept (a killed run resumes)."""
     import h5py
-    import torch
 
     from lenstrt.data.shards import write_shard
     from lenstrt.io import write_json
     from lenstrt.progress import progress_bar
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     survey = load_survey(spec.survey, spec.image_size)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
