@@ -22,6 +22,9 @@ from lenstrt.cli import options
 @click.option("--top-k", type=click.IntRange(min=1), default=100, show_default=True, help="Rows in candidates.csv.")
 @click.option("--gallery", is_flag=True, help="Also write candidates.png (top candidates as colour composites).")
 @click.option("--compile", "compile_", is_flag=True, help="torch backend: torch.compile the members.")
+@click.option("--amp/--no-amp", default=None,
+              help="torch backend: autocast (default: fp16 on CUDA, fp32 on CPU; --amp adds bf16 on CPUs, "
+                   "~2.9x on AMX CPUs, probabilities within ~1e-2).")
 @click.option("--cuda-graph", is_flag=True, help="trt backend: capture a CUDA graph for the batch size.")
 @click.option("--prevalence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Also write score_survey: the score re-weighted from the training lens fraction to this "
@@ -35,7 +38,7 @@ from lenstrt.cli import options
 @options.config
 @options.quiet
 def command(bundle_dir, inputs, out, backend, batch_size, fmt, fused, mc_samples, fusion, resume, strict, unit_rows,
-            top_k, gallery, compile_, cuda_graph, prevalence, ray_address, workers, gpus_per_worker, concurrency, config_path,
+            top_k, gallery, compile_, amp, cuda_graph, prevalence, ray_address, workers, gpus_per_worker, concurrency, config_path,
             quiet):
     """Score a cutout catalog with a bundle's ensemble: resumable, exactly once, candidates at the end."""
     from lenstrt.config import load_config
@@ -47,7 +50,7 @@ def command(bundle_dir, inputs, out, backend, batch_size, fmt, fused, mc_samples
         fused=fused, mc_samples=cfg.inference.mc_samples if mc_samples is None else mc_samples,
         fusion=fusion or cfg.ensemble.fusion_method, resume=resume, strict=strict, unit_rows=unit_rows,
         top_k=top_k, gallery=gallery, compile=compile_, cuda_graph=cuda_graph, concurrency=concurrency,
-        prevalence=prevalence)
+        prevalence=prevalence, amp=amp)
     if ray_address:
         from lenstrt.serve.ray import serve_ray
 

@@ -31,6 +31,10 @@ class TorchRunner(Runner):
         self._spec = {"name": "images", "shape": [-1, len(c["bands"]), c["image_size"], c["image_size"]],
                       "dtype": "float32"}
         model = ck.build_model(c).to(self.device)
+        # channels_last for CNNs: oneDNN/cuDNN's preferred layout (bf16 on an AMX CPU: 490 -> 663 img/s here)
+        self.channels_last = c["arch"].startswith("resnet")
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         if self.threads and not self.device.startswith("cuda"):
             torch.set_num_threads(self.threads)
         if self.device.startswith("cuda"):
@@ -41,7 +45,7 @@ class TorchRunner(Runner):
         self._amp_dtype = (torch.float16 if self.amp is not False else None) if self.cuda else \
             (torch.bfloat16 if self.amp else None)
         self.info.update(device=self.device, amp=str(self._amp_dtype).replace("torch.", "") if self._amp_dtype else "off",
-                         compile=self.compile,
+                         channels_last=self.channels_last, compile=self.compile,
                          mc_samples=self.mc_samples, torch=str(torch.__version__))
         super().activate()
 
@@ -60,7 +64,8 @@ class TorchRunner(Runner):
         import torch
 
         t = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
-        return t.to(self.device, non_blocking=True)
+        t = t.to(self.device, non_blocking=True)
+        return t.contiguous(memory_format=torch.channels_last) if self.channels_last else t
 
     def infer(self, images) -> np.ndarray:
         return self.collect(self.infer_async(images))

@@ -48,6 +48,7 @@ class ServeOptions:
     concurrency: str = "auto"
     queue_depth: int = 4
     prevalence: float | None = None   # adds score_survey: the score re-weighted to this lens prevalence
+    amp: bool | None = None           # torch backend: None = fp16 on CUDA, fp32 on CPU; True = also bf16 on CPU
 
 
 def _append_error(out: Path, rec: dict) -> None:
@@ -172,7 +173,7 @@ def serve(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: Serv
         f"units already done" + (f"; {run.open_errors} unreadable file(s) skipped" if run.open_errors else ""))
     ens = build_ensemble(bundle, backend, device, fused=opts.fused, fusion=opts.fusion, mc_samples=opts.mc_samples,
                          compile=opts.compile, cuda_graph_batch=opts.batch_size if opts.cuda_graph else None,
-                         concurrency=opts.concurrency)
+                         concurrency=opts.concurrency, amp=opts.amp)
     stats = {"rows": 0, "infer_s": 0.0, "flagged": 0, "unit_errors": 0}
     q_in: queue.Queue = queue.Queue(opts.queue_depth)
     q_out: queue.Queue = queue.Queue(opts.queue_depth)
