@@ -51,3 +51,16 @@ def test_completeness_binned():
     centers, comp, counts = M.completeness_binned(np.array([0.5, 0.6, 1.5, 1.6]), np.array([1, 0, 1, 1]),
                                                   np.array([0.0, 1.0, 2.0]))
     assert list(centers) == [0.5, 1.5] and list(comp) == [0.5, 1.0] and list(counts) == [2, 2]
+
+
+def test_survey_operating_points():
+    from lenstrt.train.evaluate import operating_points
+
+    labels = np.r_[np.ones(100), np.zeros(1000)].astype(int)
+    probs = np.r_[np.linspace(0.5, 1.0, 100), np.linspace(0.0, 0.6, 1000)]
+    (op,) = operating_points(labels, probs, prevalence=1e-3, fprs=(1e-2,))
+    assert op["fpr"] <= 1e-2 and 0 < op["tpr"] < 1
+    flagged = op["tpr"] * 1e-3 + op["fpr"] * (1 - 1e-3)
+    assert op["candidates_per_million"] == pytest.approx(1e6 * flagged)
+    assert op["purity"] == pytest.approx(op["tpr"] * 1e-3 / flagged)
+    assert operating_points(labels, probs, 1e-3, fprs=(1e-4,)) == []  # 1000 negatives cannot measure 1e-4

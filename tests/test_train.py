@@ -92,3 +92,14 @@ def test_train_cli_rejects_bad_data(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((4, 3, 64, 64), np.float32))
     res = CliRunner().invoke(cli, ["train", "--data", str(tmp_path / "x.npy"), "--out", str(tmp_path / "r"), "-q"])
     assert res.exit_code == 1 and "no 'labels'" in res.output and "x.npy" in res.output
+
+
+def test_training_on_the_fly_simulation(sim_dir, tmp_path):
+    from lenstrt.config import DataConfig, TrainingConfig
+    from lenstrt.train.trainer import train
+
+    cfg = TrainingConfig(arch=("vit_tiny",), max_steps=4, batch_size=8, val_every=2, warmup_steps=1)
+    m = train(cfg, DataConfig(simulate_on_the_fly=True, num_workers=1), [str(sim_dir)], tmp_path, device="cpu",
+              progress=False)
+    assert m["loader"]["num_workers"] == 1 and m["members"][0]["metrics"]["train_steps"] == 4
+    assert (tmp_path / "vit_tiny-s0" / "best.pt").is_file()

@@ -25,8 +25,27 @@ def threshold_at_fpr(labels: np.ndarray, probs: np.ndarray, max_fpr: float) -> f
     return float(thr[ok[-1]]) if len(ok) else float("inf")
 
 
+def operating_points(labels: np.ndarray, probs: np.ndarray, prevalence: float,
+                     fprs: tuple[float, ...] = (1e-2, 1e-3, 1e-4)) -> list[dict[str, float]]:
+    """What a survey would see at each threshold: with lenses at `prevalence`, the purity of the
+    candidate list and the candidates per million cutouts (contamination ~ FPR / (TPR x prevalence))."""
+    out = []
+    neg = max(int((labels == 0).sum()), 1)
+    for target in fprs:
+        if target * neg < 1:
+            continue  # the test set is too small to measure this FPR
+        t = threshold_at_fpr(labels, probs, target)
+        tpr = float((probs[labels == 1] >= t).mean()) if (labels == 1).any() else 0.0
+        fpr = float((probs[labels == 0] >= t).mean())
+        flagged = tpr * prevalence + fpr * (1 - prevalence)
+        out.append({"target_fpr": target, "threshold": t, "tpr": tpr, "fpr": fpr,
+                    "purity": tpr * prevalence / flagged if flagged else float("nan"),
+                    "candidates_per_million": 1e6 * flagged})
+    return out
+
+
 def evaluate(checkpoint: str | Path, data: list[str], out: str | Path, device: str | None = None,
-             batch_size: int = 256) -> dict[str, Any]:
+             batch_size: int = 256, prevalence: float = 1e-3) -> dict[str, Any]:
     from lenstrt.data.readers import load_all
     from lenstrt.plots import binned, gallery, reliability, roc
     from lenstrt.train.hardware import pick_device
@@ -94,6 +113,7 @@ def evaluate(checkpoint: str | Path, data: list[str], out: str | Path, device: s
                                                                if "theta_e" in d else f"p={probs[i]:.3f}" for i in fn],
                                              out / "lowest_lenses.png", suptitle="lowest-scored lenses"))
     result["tpr_at_fpr_1e-4"] = tpr_at_fpr(labels, probs, 1e-4)
+    result["survey"] = {"prevalence": prevalence, "operating_points": operating_points(labels, probs, prevalence)}
     result["plots"] = plots
     result["label"] = label
     write_json(out / "metrics.json", result)
