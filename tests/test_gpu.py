@@ -33,3 +33,12 @@ def test_cuda_streams_match_sequential(bundle_dir, sim_dir):
         cpu = e.infer(x).score
     np.testing.assert_allclose(streams, seq, atol=1e-6)
     np.testing.assert_allclose(streams, cpu, atol=1e-4)
+
+
+def test_bench_splits_gpu_time(bundle_dir, tmp_path):
+    from lenstrt.bench.harness import BenchSpec, run_bench
+
+    rep = run_bench(bundle_dir, BenchSpec(backends=("torch",), batch_sizes=(64,), ensemble=("separate",),
+                                          warmup_ms=50, duration_s=0.5, n_agree=32), progress=lambda *a: None)
+    split = rep["rows"][-1]["gpu_time_split"]
+    assert split and abs(sum(split.values()) - 1) < 1e-6 and split["compute_share"] > 0

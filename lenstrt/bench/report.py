@@ -20,15 +20,18 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
             continue
         a = r.get("agreement") or {}
         lat = r["latency"]
+        split = r.get("gpu_time_split")
+        where = ",".join(p.replace("ExecutionProvider", "") for p in r.get("providers", []))
+        if split:
+            where += " H2D/compute/D2H {h2d_share:.0%}/{compute_share:.0%}/{d2h_share:.0%}".format(**split)
         out.append([r["label"], _fmt(r["images_per_s"], "{:,.1f}"), _fmt(lat.get("p50_ms"), "{:.2f}"),
                     _fmt(lat.get("p99_ms"), "{:.2f}"), _fmt(r.get("peak_rss_mib"), "{:,.0f}"),
                     _fmt(a.get("max_abs_prob_diff"), "{:.1e}"), _fmt(a.get("top100_overlap"), "{:.2f}"),
-                    _fmt(r.get("usd_per_million"), "${:.3f}"), ",".join(p.replace("ExecutionProvider", "")
-                                                                        for p in r.get("providers", []))])
+                    _fmt(r.get("usd_per_million"), "${:.3f}"), where.strip()])
     return out
 
 
-HEADER = ["configuration", "img/s", "p50 ms", "p99 ms", "RSS MiB", "max |Δp|", "top-100", "$/1M", "providers"]
+HEADER = ["configuration", "img/s", "p50 ms", "p99 ms", "RSS MiB", "max |Δp|", "top-100", "$/1M", "providers / GPU time"]
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -68,7 +71,7 @@ def print_table(report: dict[str, Any]) -> None:
 
     t = Table(title="lenstrt bench")
     for h in HEADER:
-        t.add_column(h, justify="left" if h in ("configuration", "providers") else "right")
+        t.add_column(h, justify="left" if h in ("configuration", HEADER[-1]) else "right")
     for r in table_rows(report):
         t.add_row(*r)
     c = Console(width=160)

@@ -46,11 +46,14 @@ def run(cfg: dict) -> dict:
     ens = build_ensemble(bundle, backend, device, fused=mode == "fused", concurrency=concurrency, only=only, **extra)
     with ens, GpuMonitor() as mon:
         load_s = time.perf_counter() - t_load
+        timed = [r for r in ens.runners if backend == "torch" and gpu and hasattr(r, "timing")]
         t_end = time.perf_counter() + cfg["warmup_ms"] / 1e3
         while True:  # warm-up: at least one call (compilation, allocator, caches)
             ens.infer(x)
             if time.perf_counter() >= t_end:
                 break
+        for r in timed:
+            r.timing = {}
         lat = []
         t0 = time.perf_counter()
         while time.perf_counter() - t0 < cfg["duration_s"]:
@@ -58,12 +61,20 @@ def run(cfg: dict) -> dict:
             ens.infer(x)
             lat.append(time.perf_counter() - t)
         elapsed = time.perf_counter() - t0
+        split = None
+        if timed:
+            tot = {k: sum(r.timing.get(k, 0.0) for r in timed) for k in ("h2d_ms", "compute_ms", "d2h_ms")}
+            s = sum(tot.values()) or 1.0
+            split = {k.replace("_ms", "_share"): v / s for k, v in tot.items()}
+            for r in timed:
+                r.timing = None
         agree = np.load(cfg["agree_npy"])
         scores = np.concatenate([ens.infer(agree[i:i + 64]).score for i in range(0, len(agree), 64)])
         np.save(cfg["scores_out"], scores)
         info = ens.info
     return {"ok": True, "images_per_s": len(lat) * bs / elapsed, "latency": latency_stats(lat), "load_s": load_s,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "gpu": mon.summary(),
+            "gpu_time_split": split,
             "device": device, "concurrency": concurrency if mode != "fused" else "fused graph", "ensemble_info": info,
             "providers": sorted({p for r in info["runners"] for p in r.get("providers", [])})}
 

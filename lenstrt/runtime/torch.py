@@ -21,6 +21,7 @@ class TorchRunner(Runner):
         self.mc_samples, self.threads = mc_samples, threads
         self.model = None
         self.stream = None
+        self.timing: dict[str, float] | None = None  # set to {} to accumulate H2D / compute / D2H milliseconds
 
     def activate(self) -> None:
         import torch
@@ -78,6 +79,17 @@ class TorchRunner(Runner):
         if self.stream is None:
             return self._forward(self._to_device(images))
         with torch.cuda.stream(self.stream):
+            if self.timing is not None:  # bench: split host-to-device, compute and device-to-host
+                ev = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+                ev[0].record(self.stream)
+                x = self._to_device(images)
+                ev[1].record(self.stream)
+                out = self._forward(x)
+                ev[2].record(self.stream)
+                out = out.to("cpu", non_blocking=True)
+                ev[3].record(self.stream)
+                self._pending_timing = ev
+                return (out, ev[3])
             out = self._forward(self._to_device(images))
             event = torch.cuda.Event()
             event.record(self.stream)
@@ -87,6 +99,11 @@ class TorchRunner(Runner):
         if isinstance(handle, tuple) and len(handle) == 2 and hasattr(handle[1], "synchronize"):
             handle[1].synchronize()
             handle = handle[0]
+            ev = getattr(self, "_pending_timing", None)
+            if ev is not None and self.timing is not None:
+                for key, a, b in (("h2d_ms", 0, 1), ("compute_ms", 1, 2), ("d2h_ms", 2, 3)):
+                    self.timing[key] = self.timing.get(key, 0.0) + ev[a].elapsed_time(ev[b])
+                self._pending_timing = None
         if isinstance(handle, np.ndarray):
             return handle
         return as_numpy(handle)
