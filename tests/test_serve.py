@@ -200,3 +200,32 @@ def test_ledger_drops_a_torn_last_line(tmp_path):
     (tmp_path / "ledger.jsonl").write_text('{"unit": "a:0:4"\n{"unit": "b", "part": "p", "rows": 1}\n')
     with pytest.raises(InputError, match="corrupt line 1"):
         Ledger(tmp_path)
+
+
+def test_strict_stop_does_not_hang_on_a_busy_reader(bundle_dir, tmp_path, rng, monkeypatch):
+    """A --strict stop while the reader is blocked on a full queue must end the run, not deadlock it."""
+    import threading
+
+    from lenstrt.serve import pipeline
+
+    (tmp_path / "a_bad.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    np.save(tmp_path / "b_good.npy", rng.normal(size=(40, 3, 64, 64)).astype(np.float32))
+    real_scan = pipeline._scan_inputs
+    # let the bad file through the up-front scan so that it fails in the reader, first in the queue
+    monkeypatch.setattr(pipeline, "_scan_inputs", lambda inputs, bundle, out, strict: (
+        [(str(tmp_path / "a_bad.h5"), 1)] + real_scan([str(tmp_path / "b_good.npy")], bundle, out, False)[0], []))
+    result = {}
+
+    def run():
+        try:
+            serve(bundle_dir, [str(tmp_path)], tmp_path / "out",
+                  ServeOptions(backend="ort", strict=True, batch_size=1, queue_depth=1), progress=False,
+                  log=lambda *a: None)
+        except InputError as exc:
+            result["error"] = str(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(120)
+    assert not t.is_alive(), "serve hung after a --strict stop"
+    assert "a_bad.h5" in result["error"] and "--strict" in result["error"]

@@ -181,6 +181,16 @@ def serve(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: Serv
     stop = threading.Event()
     pin = device in ("cuda", "trt")
 
+    def put(item) -> bool:
+        """q_in.put that gives up once the consumer has stopped (it may never read again)."""
+        while not stop.is_set():
+            try:
+                q_in.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
     def reader() -> None:
         handle: CutoutFile | None = None
         try:
@@ -199,18 +209,20 @@ def serve(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: Serv
                             import torch
 
                             images = torch.from_numpy(images).pin_memory()
-                        q_in.put((u, b, images, s + opts.batch_size >= u.stop))
+                        if not put((u, b, images, s + opts.batch_size >= u.stop)):
+                            return
                 except InputError as exc:
                     if handle is not None:
                         handle.close()
                         handle = None
-                    q_in.put((u, exc, None, True))
+                    if not put((u, exc, None, True)):
+                        return
         except BaseException as exc:  # surfaced in the main thread
             failure.append(exc)
         finally:
             if handle is not None:
                 handle.close()
-            q_in.put(_STOP)
+            put(_STOP)
 
     def writer() -> None:
         try:
@@ -262,9 +274,7 @@ def serve(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: Serv
                 q_out.put((u, run.columns(pending.pop(u.index))))
             if failure:
                 break
-        stop.set()
-        while not q_in.empty():  # unblock the reader if it is waiting on a full queue
-            q_in.get_nowait()
+        stop.set()  # the reader's put() sees it and returns
         q_out.put(_STOP)
         for t in threads:
             t.join()
@@ -274,7 +284,7 @@ def serve(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: Serv
         raise failure[0]
     if strict_error is not None:
         raise InputError(f"{strict_error} (--strict: stopped; the output so far is intact, rerun to resume)")
-    return _finish(out, opts, bundle, ens.info, backend, device, why, units, stats, t_start, started)
+    return finish(run, ens.info, backend, device, why, stats, t_start, started)
 
 
 def catalog_columns(parts: list, members: list[str], bundle_tag: str, prevalence: float | None = None,
@@ -302,13 +312,14 @@ def catalog_columns(parts: list, members: list[str], bundle_tag: str, prevalence
     return cols
 
 
-def _finish(out: Path, opts: ServeOptions, bundle: Bundle, ens_info: dict, backend, device, why, units: list[Unit],
-            stats, t_start: float, started: str, extra: dict | None = None) -> dict[str, Any]:
+def finish(run: Run, ens_info: dict, backend, device, why, stats, t_start: float, started: str,
+           extra: dict | None = None) -> dict[str, Any]:
+    """candidates.csv (and .png) from the committed parts, then summary.json."""
     import csv
 
-    ledger = Ledger(out)
-    ledger.close()
-    done = [rec for rec in ledger.done.values() if rec["unit"] in {u.key for u in units}]
+    out, opts, bundle, units = run.out, run.opts, run.bundle, run.units
+    keys = {u.key for u in units}
+    done = [rec for rec in run.ledger.done.values() if rec["unit"] in keys]  # the ledger as committed, in memory
     parts = sorted(out / "catalog" / rec["part"] for rec in done)
     cands = top_candidates(parts, opts.fmt, opts.top_k)
     if cands:
@@ -321,7 +332,8 @@ def _finish(out: Path, opts: ServeOptions, bundle: Bundle, ens_info: dict, backe
     wall = time.perf_counter() - t_start
     errors = 0
     if (out / "errors.jsonl").exists():
-        errors = sum(1 for _ in open(out / "errors.jsonl"))
+        with open(out / "errors.jsonl") as fh:
+            errors = sum(1 for _ in fh)
     summary = {
         "schema": "lenstrt-serve-summary/1", "lenstrt_version": __version__, "started": started,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from lenstrt.errors import ConfigError, InputError
-from lenstrt.serve.pipeline import ServeOptions, _finish, catalog_columns, prepare
+from lenstrt.serve.pipeline import ServeOptions, catalog_columns, finish, prepare
 
 
 def _ray():
@@ -176,7 +176,6 @@ def serve_ray(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: 
                      "per_worker": workers_info}}
     info = {"members": run.member_names, "fused": opts.fused, "fusion": opts.fusion, "mc_samples": opts.mc_samples,
             "runners": "in Ray actors"}
-    s = _finish(run.out, opts, run.bundle, info, opts.backend, "ray", "Ray Data actor pool", run.units, stats,
-                t_start, started, extra)
+    s = finish(run, info, opts.backend, "ray", "Ray Data actor pool", stats, t_start, started, extra)
     # inference_img_s here is per worker-second; the cluster rate is end_to_end_img_s
     return s
