@@ -103,7 +103,7 @@ def run_bench(bundle_dir: str | Path, spec: BenchSpec, data: list[str] | None = 
         all_cfgs = [ref_cfg] + [c for c in todo if c != ref_cfg]
         for i, c in enumerate(all_cfgs):
             cfg = {**c, "bundle": str(bundle.root), "warmup_ms": spec.warmup_ms, "duration_s": spec.duration_s,
-                   "data_npy": str(cutouts), "agree_npy": str(cutouts), "out": str(tmp / f"r{i}.json"),
+                   "cutouts_npy": str(cutouts), "out": str(tmp / f"r{i}.json"),
                    "scores_out": str(tmp / f"s{i}.npy")}
             label = f"{c['backend']} {c['ensemble']}{':' + c['member'] if c.get('member') else ''} b{c['batch_size']}"
             res = run_config(cfg, spec.timeout_s)

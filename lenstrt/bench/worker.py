@@ -38,10 +38,10 @@ def run(cfg: dict) -> dict:
         concurrency = "threads"
     bundle = Bundle(cfg["bundle"])
     only = [cfg["member"]] if cfg.get("member") else None
-    pool = np.load(cfg["data_npy"])
+    cutouts = np.load(cfg["cutouts_npy"])  # timed on, and scored for agreement
     bs = cfg["batch_size"]
-    reps = -(-bs // len(pool))
-    x = np.ascontiguousarray(np.concatenate([pool] * reps)[:bs])
+    reps = -(-bs // len(cutouts))
+    x = np.ascontiguousarray(np.concatenate([cutouts] * reps)[:bs])
     t_load = time.perf_counter()
     ens = build_ensemble(bundle, backend, device, fused=mode == "fused", concurrency=concurrency, only=only, **extra)
     with ens, GpuMonitor() as mon:
@@ -68,8 +68,7 @@ def run(cfg: dict) -> dict:
             split = {k.replace("_ms", "_share"): v / s for k, v in tot.items()}
             for r in timed:
                 r.timing = None
-        agree = np.load(cfg["agree_npy"])
-        scores = np.concatenate([ens.infer(agree[i:i + 64]).score for i in range(0, len(agree), 64)])
+        scores = np.concatenate([ens.infer(cutouts[i:i + 64]).score for i in range(0, len(cutouts), 64)])
         np.save(cfg["scores_out"], scores)
         info = ens.info
     return {"ok": True, "images_per_s": len(lat) * bs / elapsed, "latency": latency_stats(lat), "load_s": load_s,
