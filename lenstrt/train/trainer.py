@@ -60,16 +60,16 @@ def _lr_factor(progress: float, step: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def predict_logits(model, images: np.ndarray, device: str, batch_size: int = 256, amp_dtype: str | None = None):
+def predict_logits(model, images: np.ndarray, device: str, batch_size: int = 256, amp_dtype=None):
+    """Logits [N] in batches; `amp_dtype` (a torch dtype) autocasts, None runs in the model's precision."""
     import torch
 
     model.eval()
     out = []
-    ctx_dtype = getattr(torch, amp_dtype) if amp_dtype else None
     with torch.inference_mode():
         for i in range(0, len(images), batch_size):
             x = torch.from_numpy(images[i:i + batch_size]).to(device)
-            with torch.autocast(device.split(":")[0], dtype=ctx_dtype, enabled=ctx_dtype is not None):
+            with torch.autocast(device.split(":")[0], dtype=amp_dtype, enabled=amp_dtype is not None):
                 out.append(model(x).float().squeeze(1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
@@ -247,8 +247,7 @@ class Trainer:
         return {"arch": arch, "seed": seed, "temperature": temperature, "metrics": metrics}
 
     def _validate(self, model, val: Dataset, amp_dtype) -> tuple[float, float]:
-        logits = predict_logits(model, val.images, self.device, amp_dtype=str(amp_dtype).split(".")[-1]
-                                if amp_dtype is not None else None)
+        logits = predict_logits(model, val.images, self.device, amp_dtype=amp_dtype)
         y = val.labels.astype(np.float64)
         loss = float(np.mean(np.logaddexp(0, logits) - y * logits))
         return roc_auc(val.labels, logits), loss
