@@ -21,18 +21,22 @@ _ASSUMPTIONS = Path(__file__).with_name("gpu_assumptions.csv")
 
 @dataclass(frozen=True)
 class Row:
-    instance: str
-    cloud: str
-    gpu: str
-    gpus: int
+    """One instance's estimate: its price-table entry plus what scoring N cutouts on it takes."""
+    price: Price
     img_s: float
     throughput_source: str
     hours: float
-    on_demand_usd: float
-    spot_usd: float
-    on_demand_usd_h: float
-    spot_usd_h: float
-    price_date: str
+
+    def __getattr__(self, name: str):  # instance, cloud, gpu, gpus, *_usd_h, price_date come from the price
+        return getattr(self.__dict__["price"], name)
+
+    @property
+    def on_demand_usd(self) -> float:
+        return self.hours * self.price.on_demand_usd_h
+
+    @property
+    def spot_usd(self) -> float:
+        return self.hours * self.price.spot_usd_h
 
 
 def gpu_assumptions() -> dict[str, dict[str, str]]:
@@ -75,11 +79,10 @@ def estimate(n_cutouts: float, instances: list[str] | None = None, bench: str | 
         else:
             raise ConfigError(f"no throughput assumption for GPU {p.gpu}; pass --bench bench.json")
         img_s = per_gpu * p.gpus
-        h = hours_for(n_cutouts, img_s)
-        rows.append(Row(name, p.cloud, p.gpu, p.gpus, img_s, src, h, h * p.on_demand_usd_h, h * p.spot_usd_h,
-                        p.on_demand_usd_h, p.spot_usd_h, p.price_date))
+        rows.append(Row(p, img_s, src, hours_for(n_cutouts, img_s)))
     return sorted(rows, key=lambda r: r.spot_usd)
 
 
 def as_dicts(rows: list[Row]) -> list[dict[str, Any]]:
-    return [asdict(r) for r in rows]
+    return [{**asdict(r.price), "img_s": r.img_s, "throughput_source": r.throughput_source, "hours": r.hours,
+             "on_demand_usd": r.on_demand_usd, "spot_usd": r.spot_usd} for r in rows]
