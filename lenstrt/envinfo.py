@@ -52,13 +52,10 @@ def gpus() -> list[dict[str, Any]] | str:
 
 
 def tensorrt_status() -> str:
-    try:
-        import tensorrt as trt  # noqa: F401
-    except ImportError:
-        return "not installed (pip install 'lenstrt[trt]' on a machine with an NVIDIA GPU)"
-    except Exception as exc:
-        return f"import failed: {exc}"
-    return str(trt.__version__)
+    from lenstrt.runtime.trt import probe
+
+    version, why = probe()
+    return version or why
 
 
 def collect() -> dict[str, Any]:

@@ -128,16 +128,6 @@ def test_engine_compatibility_decision(here, ok, msg):
             assert "lenstrt export" in str(ei.value) and "engines/run" in str(ei.value)
 
 
-@pytest.mark.parametrize("version,strong,graph_fp16,graph_fp32", [
-    ("10.8.0", False, "fp32", "fp32"), ("10.11.0.33", False, "fp32", "fp32"), ("10.12.0.36", True, "fp16", "fp32"),
-    ("10.16.1", True, "fp16", "fp32"), ("11.4.0", True, "fp16", "fp32"),
-])
-def test_tensorrt_precision_strategy(version, strong, graph_fp16, graph_fp32):
-    assert trtx.uses_strong_typing(version) is strong
-    assert trtx.source_graph(version, fp16=True) == graph_fp16
-    assert trtx.source_graph(version, fp16=False) == graph_fp32
-
-
 def test_triton_repository_parses_and_matches_onnx(bundle_dir, tmp_path):
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2 as mc
@@ -162,7 +152,7 @@ def test_tensorrt_engine_build_and_fingerprint(bundle_dir, tmp_path):
     b = Bundle(bundle_dir)
     m = b.members[0]
     info = trtx.build_engine(b.path(m.artifact("onnx_fp16")), tmp_path / "m.plan", "images", (3, 64, 64),
-                             trtx.BuildOptions(1, 16, 64))
-    assert (tmp_path / "m.plan").stat().st_size > 0
+                             trtx.BuildOptions(1, 16, 64, timing_cache=str(tmp_path / "timing.cache")))
+    assert (tmp_path / "m.plan").stat().st_size > 0 and (tmp_path / "timing.cache").stat().st_size > 0
     check_engine({"path": "m.plan", **info}, info["tensorrt_version"], info["gpu_name"], info["compute_capability"])
-    assert json.dumps(info)
+    assert json.dumps(info) and info["build"]["strongly_typed"]

@@ -1,9 +1,26 @@
-"""CUDA paths: skipped (with the reason) where there is no GPU; run them with `pytest -m gpu` on one."""
+"""CUDA paths: skipped (with the reason) where there is no GPU; run them with `pytest -m gpu` on one
+(`scripts/gpu_check.sh` does, with the rest of the GPU checks)."""
+
+import contextlib
 
 import numpy as np
 import pytest
 
 pytestmark = pytest.mark.gpu
+
+
+@contextlib.contextmanager
+def no_tf32():
+    """fp32 on CUDA means TF32 convolutions by default (cuDNN), ~1e-3 relative: comparisons against the
+    CPU turn it off, so their tolerance can stay an fp32 one."""
+    import torch
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def test_amp_training_steps_on_cuda(sim_dir, tmp_path):
@@ -16,6 +33,29 @@ def test_amp_training_steps_on_cuda(sim_dir, tmp_path):
     assert m["precision"]["dtype"] == "float16" and m["precision"]["grad_scaler"]
     c = ck.load(tmp_path / "resnet18-s0" / "best.pt")
     assert all(np.isfinite(v.float().numpy()).all() for v in c["state_dict"].values())
+    last = ck.load(tmp_path / "resnet18-s0" / "last.pt")
+    assert "cuda" in last["rng_state"]  # dropout on CUDA draws from the CUDA generators
+
+
+def test_cuda_resume_is_exact(sim_dir, tmp_path):
+    """Stopped at step 4 and resumed == uninterrupted, weight for weight, with dropout and augmentation on
+    the GPU (needs the CUDA RNG state in the checkpoint)."""
+    import torch
+
+    from lenstrt import checkpoint as ck
+    from lenstrt.config import DataConfig, TrainingConfig
+    from lenstrt.train.trainer import Trainer, load_training_data, split
+
+    cfg = TrainingConfig(arch=("vit_tiny",), max_steps=8, batch_size=16, val_every=4, dropout=0.2, amp=False)
+    tr, va = split(load_training_data([str(sim_dir)]), cfg.val_fraction, cfg.seed)
+    torch.backends.cudnn.deterministic = True
+    t = Trainer(cfg, DataConfig(num_workers=0), "cuda", progress=False)
+    t.train_member("vit_tiny", 0, tr, va, tmp_path / "a")
+    t.train_member("vit_tiny", 0, tr, va, tmp_path / "b", _stop_at_step=4)
+    t.train_member("vit_tiny", 0, tr, va, tmp_path / "b", resume=True)
+    a, b = ck.load(tmp_path / "a" / "last.pt")["state_dict"], ck.load(tmp_path / "b" / "last.pt")["state_dict"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
 
 
 def test_cuda_streams_match_sequential(bundle_dir, sim_dir):
@@ -25,14 +65,53 @@ def test_cuda_streams_match_sequential(bundle_dir, sim_dir):
 
     x = next(iter_batches(sim_dir, 64)).images
     b = Bundle(bundle_dir)
-    with build_ensemble(b, "torch", "cuda", concurrency="streams", amp=False) as e:
-        streams = e.infer(x).score
-    with build_ensemble(b, "torch", "cuda", concurrency="sequential", amp=False) as e:
-        seq = e.infer(x).score
+    with no_tf32():
+        with build_ensemble(b, "torch", "cuda", concurrency="streams", amp=False) as e:
+            assert e.info["shared_upload"]  # one upload, read by both members' streams
+            streams = e.infer(x).score
+            # two batches in flight, as serve keeps them: results come back in order, unchanged
+            h1, h2 = e.submit(x), e.submit(x[::-1].copy())
+            np.testing.assert_allclose(e.result(h1).score, streams, atol=1e-6)
+            np.testing.assert_allclose(e.result(h2).score, streams[::-1], atol=1e-6)
+        with build_ensemble(b, "torch", "cuda", concurrency="sequential", amp=False) as e:
+            seq = e.infer(x).score
     with build_ensemble(b, "torch", "cpu", concurrency="sequential") as e:
         cpu = e.infer(x).score
     np.testing.assert_allclose(streams, seq, atol=1e-6)
     np.testing.assert_allclose(streams, cpu, atol=1e-4)
+
+
+def test_serve_on_cuda_streams_equals_cpu(bundle_dir, sim_dir, tmp_path):
+    import pyarrow.parquet as pq
+
+    from lenstrt.serve.pipeline import ServeOptions, serve
+
+    with no_tf32():
+        g = serve(bundle_dir, [str(sim_dir)], tmp_path / "g", ServeOptions(backend="torch", amp=False, batch_size=16,
+                                                                         unit_rows=40), progress=False)
+    c = serve(bundle_dir, [str(sim_dir)], tmp_path / "c", ServeOptions(backend="ort", batch_size=16, unit_rows=40),
+              progress=False)
+    assert g["device"] == "cuda" and g["ensemble"]["concurrency"] == "streams"
+    assert g["counts"]["catalog_rows"] == c["counts"]["catalog_rows"] == 96
+    sg = pq.read_table(tmp_path / "g" / "catalog").sort_by("id").column("score").to_numpy()
+    sc = pq.read_table(tmp_path / "c" / "catalog").sort_by("id").column("score").to_numpy()
+    np.testing.assert_allclose(sg, sc, atol=1e-4)
+
+
+def test_gpu_monitor_watches_the_torch_device():
+    import torch
+
+    from lenstrt.bench.monitor import GpuMonitor, torch_device_ids
+
+    ids = torch_device_ids("cuda")
+    assert ids["name"] == torch.cuda.get_device_name()
+    with GpuMonitor("cuda", interval_s=0.01) as mon:
+        x = torch.randn(4096, 4096, device="cuda")
+        for _ in range(50):
+            x = x @ x.T / 4096
+        torch.cuda.synchronize()
+    s = mon.summary()
+    assert s is not None and (s.get("gpu_mem_peak_gib", 0) > 0 or "error" in s)
 
 
 def test_bench_splits_gpu_time(bundle_dir, tmp_path):

@@ -44,7 +44,7 @@ def run(cfg: dict) -> dict:
     x = np.ascontiguousarray(np.concatenate([cutouts] * reps)[:bs])
     t_load = time.perf_counter()
     ens = build_ensemble(bundle, backend, device, fused=mode == "fused", concurrency=concurrency, only=only, **extra)
-    with ens, GpuMonitor() as mon:
+    with ens, GpuMonitor("cuda" if gpu else device) as mon:
         load_s = time.perf_counter() - t_load
         timed = [r for r in ens.runners if backend == "torch" and gpu and hasattr(r, "timing")]
         t_end = time.perf_counter() + cfg["warmup_ms"] / 1e3

@@ -49,6 +49,31 @@ def auc_drop_fails(agreement_fp16: dict[str, Any], max_drop: float) -> bool:
     return enforced and agreement_fp16["auc_drop"] > max_drop
 
 
+def gate_failure(agree: dict[str, Any], atol_prob: float, max_auc_drop: float) -> str | None:
+    """Why a reduced-precision artifact (fp16 graph, TensorRT engine) fails against its fp32 reference, or
+    None: probabilities within `atol_prob` everywhere and, for a working classifier, AUC kept."""
+    if agree["max_abs_prob_diff"] > atol_prob or auc_drop_fails(agree, max_auc_drop):
+        return (f"max |prob diff| {agree['max_abs_prob_diff']:.2e} (tol {atol_prob}), AUC drop "
+                f"{agree.get('auc_drop', 0):.4f} (tol {max_auc_drop})")
+    return None
+
+
+def _run_engine(plan: Path, entry: dict[str, Any], images: np.ndarray, outputs: list[str]) -> Any:
+    """The engine's outputs on the validation cutouts, through the runtime's own TensorRT Runner."""
+    from lenstrt.runtime.trt import TrtRunner
+
+    with TrtRunner(f"validate:{plan.name}", plan, {"path": plan.name, **entry}, output_names=outputs) as r:
+        return r.infer(images)
+
+
+def _build_engine(tmp: Path, src_rel: str, rel_plan: str, input_name: str, chw: tuple[int, int, int], batch,
+                  fp16: bool, log):
+    from lenstrt.export import tensorrt as trtx
+
+    info = trtx.build_engine(tmp / src_rel, tmp / rel_plan, input_name, chw, trtx.BuildOptions(*batch), log=log)
+    return {"source_graph": trtx.source_graph(fp16), "precision": "fp16" if fp16 else "fp32", **info}
+
+
 def _member_names(paths: list[Path]) -> list[str]:
     names = []
     for p in paths:
@@ -118,20 +143,22 @@ def export_bundle(checkpoints: list[str], out: str | Path, fp16: bool = False, f
                 got16 = run_onnx_guarded(tmp / rel16, images, FP16_LEVEL)[0][:, 0]
                 a16 = agreement(ref, got16, T, labels)
                 agree["fp16"] = a16
-                if a16["max_abs_prob_diff"] > spec.atol_fp16_prob or auc_drop_fails(a16, spec.max_auc_drop_fp16):
-                    raise ExportError(f"member {name}: fp16 graph max |prob diff| {a16['max_abs_prob_diff']:.2e} "
-                                      f"(tol {spec.atol_fp16_prob}), AUC drop {a16.get('auc_drop', 0):.4f} "
-                                      f"(tol {spec.max_auc_drop_fp16}) on {val_desc}")
+                why = gate_failure(a16, spec.atol_fp16_prob, spec.max_auc_drop_fp16)
+                if why:
+                    raise ExportError(f"member {name}: fp16 graph {why} on {val_desc}")
                 arts["onnx_fp16"] = _art(tmp, rel16, opset=spec.opset, precision="fp16 (mixed, fp32 I/O)",
                                          ort_opt_level=FP16_LEVEL, nodes=precision_summary(tmp / rel16))
             if can_trt:
-                import tensorrt as trt_mod
-
-                src = trtx.source_graph(str(trt_mod.__version__), fp16)
                 rel_plan = f"{name}.plan"
-                info = trtx.build_engine(tmp / (rel16 if src == "fp16" else rel), tmp / rel_plan, spec.input_name,
-                                         (c_, h_, w_), trtx.BuildOptions(*batch, fp16=fp16))
-                arts["plan"] = _art(tmp, rel_plan, source_graph=src, **info)
+                info = _build_engine(tmp, rel16 if fp16 else rel, rel_plan, spec.input_name, (c_, h_, w_), batch, fp16,
+                                     log)
+                # Every engine is checked like every graph: against the PyTorch fp32 reference (Polygraphy's habit).
+                got_e = _run_engine(tmp / rel_plan, info, images, [spec.output_name])
+                agree["engine"] = agreement(ref, np.asarray(got_e, np.float64), T, labels)
+                why = gate_failure(agree["engine"], spec.atol_fp16_prob, spec.max_auc_drop_fp16)
+                if why:
+                    raise ExportError(f"member {name}: TensorRT {info['precision']} engine {why} on {val_desc}")
+                arts["plan"] = _art(tmp, rel_plan, agreement=agree["engine"], **info)
                 engines.append({"member": name, **arts["plan"]})
             members.append({
                 "name": name, "arch": c["arch"], "arch_kwargs": c["arch_kwargs"], "temperature": T,
@@ -143,7 +170,10 @@ def export_bundle(checkpoints: list[str], out: str | Path, fp16: bool = False, f
             log(f"{name}: fp32 max|Δlogit| {agree['fp32']['max_abs_logit_diff']:.1e}"
                 + (f", fp16 max|Δp| {agree['fp16']['max_abs_prob_diff']:.1e}" if fp16 else "")
                 + (", engine built" if "plan" in arts else "") + f" [{time.perf_counter() - t0:.1f} s]")
-        fused = _fused(models, members, tmp, example, images, labels, fp16, batch, val_desc) if fuse else None
+        fused = _fused(models, members, tmp, example, images, labels, fp16, batch, val_desc, can_trt, log) \
+            if fuse else None
+        if fused and "plan" in fused["artifacts"]:
+            engines.append({"member": "fused", **fused["artifacts"]["plan"]})
         manifest = {
             "schema": SCHEMA, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "lenstrt_version": __version__, "torch_version": str(torch.__version__),
@@ -176,7 +206,12 @@ def export_bundle(checkpoints: list[str], out: str | Path, fp16: bool = False, f
     return manifest
 
 
-def _fused(models, members, tmp: Path, example, images, labels, fp16: bool, batch, val_desc) -> dict[str, Any]:
+# The fused graph's score is a mean of probabilities: its gates are on |Δp| directly.
+FUSED_ATOL_FP32, FUSED_ATOL_REDUCED = 1e-4, 1e-2
+
+
+def _fused(models, members, tmp: Path, example, images, labels, fp16: bool, batch, val_desc, can_trt: bool = False,
+           log=print) -> dict[str, Any]:
     import torch
 
     from lenstrt.export.fp16 import fp16_from_onnx
@@ -193,18 +228,31 @@ def _fused(models, members, tmp: Path, example, images, labels, fp16: bool, batc
     onnx_from_module(fused, example, tmp / "ensemble.fused.onnx", "images", FUSED_OUTPUTS, 18, batch[2])
     got = run_onnx_guarded(tmp / "ensemble.fused.onnx", images, FP32_LEVEL)[0][:, 0]
     agree["fp32"] = {"max_abs_prob_diff": float(np.abs(got - ref).max())}
-    if agree["fp32"]["max_abs_prob_diff"] > 1e-4:
-        raise ExportError(f"fused graph: max |prob diff| {agree['fp32']['max_abs_prob_diff']:.2e} > 1e-4 on {val_desc}")
+    if agree["fp32"]["max_abs_prob_diff"] > FUSED_ATOL_FP32:
+        raise ExportError(f"fused graph: max |prob diff| {agree['fp32']['max_abs_prob_diff']:.2e} > {FUSED_ATOL_FP32} "
+                          f"on {val_desc}")
     arts["onnx"] = _art(tmp, "ensemble.fused.onnx", precision="fp32", ort_opt_level=FP32_LEVEL)
     if fp16:
         fp16_from_onnx(tmp / "ensemble.fused.onnx", tmp / "ensemble.fused.fp16.onnx",
                        tuple({op for m in members for op in _spec_ops(m["arch"])}))
         got16 = run_onnx_guarded(tmp / "ensemble.fused.fp16.onnx", images, FP16_LEVEL)[0][:, 0]
         agree["fp16"] = {"max_abs_prob_diff": float(np.abs(got16 - ref).max())}
-        if agree["fp16"]["max_abs_prob_diff"] > 1e-2:
-            raise ExportError(f"fused fp16 graph: max |prob diff| {agree['fp16']['max_abs_prob_diff']:.2e} > 1e-2")
+        if agree["fp16"]["max_abs_prob_diff"] > FUSED_ATOL_REDUCED:
+            raise ExportError(f"fused fp16 graph: max |prob diff| {agree['fp16']['max_abs_prob_diff']:.2e} "
+                              f"> {FUSED_ATOL_REDUCED}")
         arts["onnx_fp16"] = _art(tmp, "ensemble.fused.fp16.onnx", precision="fp16 (mixed, fp32 I/O)",
                                  ort_opt_level=FP16_LEVEL)
+    if can_trt:
+        # The fused graph gets its engine too: `serve --fused`, the `trt fused` bench rows and Triton's
+        # fused model need it.
+        src = "ensemble.fused.fp16.onnx" if fp16 else "ensemble.fused.onnx"
+        info = _build_engine(tmp, src, "ensemble.fused.plan", "images", tuple(images.shape[1:]), batch, fp16, log)
+        score = _run_engine(tmp / "ensemble.fused.plan", info, images, list(FUSED_OUTPUTS))[0]
+        agree["engine"] = {"max_abs_prob_diff": float(np.abs(np.asarray(score, np.float64) - ref).max())}
+        if agree["engine"]["max_abs_prob_diff"] > FUSED_ATOL_REDUCED:
+            raise ExportError(f"fused TensorRT engine: max |prob diff| {agree['engine']['max_abs_prob_diff']:.2e} "
+                              f"> {FUSED_ATOL_REDUCED} on {val_desc}")
+        arts["plan"] = _art(tmp, "ensemble.fused.plan", agreement=agree["engine"], **info)
     return {"members": [m["name"] for m in members], "outputs": FUSED_OUTPUTS, "fusion": "mean",
             "artifacts": arts, "agreement": agree}
 

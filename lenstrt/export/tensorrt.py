@@ -1,9 +1,11 @@
 """The only module that builds TensorRT engines. Written against the TensorRT 10/11 Python API and
 type-checked in CI with mypy against tensorrt-stubs (10.13); no machine of ours has TensorRT.
 
-Precision: TensorRT 11 removed BuilderFlag.FP16, and 10.12+ deprecates it; there the engine is built
-from the mixed-precision fp16 ONNX graph as a strongly typed network, so it runs in the graph's
-dtypes. Older 10.x builds the fp32 graph with the FP16 flag (weak typing picks fp16 kernels).
+Precision: every engine is built strongly typed, on TensorRT 10.x and 11 alike, from the graph whose
+dtypes it should run in: the mixed-precision fp16 ONNX graph (preprocessing, LayerNorm, Softmax and
+reductions kept fp32) for FP16, the fp32 graph otherwise. TensorRT 11 removed BuilderFlag.FP16 and
+10.12 deprecated it; on 10.0-10.11 it still exists, but weak typing would be free to run the
+preprocessing of raw fluxes (~1e5, above fp16's 65504) in fp16, so it is never set.
 """
 
 from __future__ import annotations
@@ -22,8 +24,7 @@ class BuildOptions:
     opt_batch: int = 64
     max_batch: int = 1024
     workspace_gib: float = 4.0
-    fp16: bool = True
-    timing_cache: str | None = None   # default: ~/.cache/lenstrt/, one file per TensorRT version and GPU
+    timing_cache: str | None = None   # default: ~/.cache/lenstrt/, one file per TensorRT version and GPU model
 
 
 def parse_version(version: str) -> tuple[int, int]:
@@ -31,15 +32,17 @@ def parse_version(version: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
 
 
-def uses_strong_typing(version: str) -> bool:
-    """True where FP16 must come from the graph: TensorRT >= 10.12 (flag deprecated) and 11 (flag gone)."""
-    major, minor = parse_version(version)
-    return major >= 11 or (major == 10 and minor >= 12)
+def network_flags(version: str, strongly_typed_bit: int) -> int:
+    """Creation flags: strongly typed on every TensorRT 10.x (the engine runs in the ONNX graph's dtypes,
+    so the mixed-precision graph's fp32 preprocessing stays fp32; raw fluxes ~1e5 overflow fp16). On 11
+    every network is strongly typed and the flag is not needed."""
+    return 0 if parse_version(version)[0] >= 11 else 1 << strongly_typed_bit
 
 
-def source_graph(version: str, fp16: bool) -> str:
-    """Which ONNX graph to build from: 'fp16' (strongly typed) or 'fp32' (with the FP16 flag, or fp32)."""
-    return "fp16" if fp16 and uses_strong_typing(version) else "fp32"
+def source_graph(fp16: bool) -> str:
+    """Which ONNX graph an engine is built from: the mixed-precision one for an FP16 engine (TensorRT
+    10.0-10.11's weakly typed FP16 flag is not used: nothing pins the preprocessing to fp32 there)."""
+    return "fp16" if fp16 else "fp32"
 
 
 def status() -> tuple[bool, str]:
@@ -69,53 +72,65 @@ def gpu_fingerprint() -> dict[str, str]:
             "compute_capability": f"{major}.{minor}"}
 
 
-def _cache_path(opts: BuildOptions, fp: dict[str, str]) -> Path:
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in text).strip("-")
+
+
+def cache_path(opts: BuildOptions, fp: dict[str, str]) -> Path:
+    """Timing caches are keyed by TensorRT version, GPU model and compute capability: an H100 and an H200
+    share sm 9.0 but not their kernels' timings."""
     if opts.timing_cache:
         return Path(opts.timing_cache)
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lenstrt"
-    tag = f"{fp['tensorrt_version']}_sm{fp['compute_capability'].replace('.', '')}"
+    tag = f"{fp['tensorrt_version']}_{_slug(fp['gpu_name'])}_sm{fp['compute_capability'].replace('.', '')}"
     return base / f"trt_timing_{tag}.cache"
 
 
 def build_engine(onnx_path: str | Path, plan_path: str | Path, input_name: str, chw: tuple[int, int, int],
-                 opts: BuildOptions) -> dict[str, Any]:
-    """Builds and writes a serialized engine; returns the manifest entry (fingerprint, options)."""
+                 opts: BuildOptions, log=print) -> dict[str, Any]:
+    """Builds and writes a serialized engine, strongly typed from `onnx_path`; returns the manifest entry
+    (fingerprint, options). The caller validates it numerically (export/pipeline.py)."""
     import time
 
     import tensorrt as trt
 
+    from lenstrt.io import atomic_path
+
     t0 = time.perf_counter()
     version = str(trt.__version__)
-    strong = uses_strong_typing(version)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 0
-    if strong and parse_version(version)[0] == 10:
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
+    network = builder.create_network(network_flags(version, int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(Path(onnx_path).read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ExportError(f"{onnx_path}: TensorRT cannot parse the graph: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_gib * (1 << 30)))
-    if opts.fp16 and not strong:
-        config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
     c, h, w = chw
     profile.set_shape(input_name, trt.Dims([opts.min_batch, c, h, w]), trt.Dims([opts.opt_batch, c, h, w]),
                       trt.Dims([opts.max_batch, c, h, w]))
     config.add_optimization_profile(profile)
     fp = gpu_fingerprint()
-    cache_file = _cache_path(opts, fp)
+    cache_file = cache_path(opts, fp)
+    cache_state = "reused" if cache_file.is_file() else "new"
     cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file() else b"")
-    config.set_timing_cache(cache, False)
+    if cache is None or not config.set_timing_cache(cache, False):
+        # An unreadable or mismatched cache must cost time, not the build.
+        log(f"TensorRT timing cache {cache_file} not usable; building without it and writing a fresh one")
+        cache_state = "rejected"
+        cache = config.create_timing_cache(b"")
+        if cache is None or not config.set_timing_cache(cache, False):
+            raise ExportError("TensorRT could not create an empty timing cache (out of host memory?)")
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise ExportError(f"{onnx_path}: TensorRT engine build failed (see the TensorRT log above)")
     plan_path = Path(plan_path)
     plan_path.write_bytes(bytes(memoryview(plan)))
     cache_file.parent.mkdir(parents=True, exist_ok=True)
-    cache_file.write_bytes(bytes(memoryview(config.get_timing_cache().serialize())))
-    return {**fp, "build": {**asdict(opts), "strongly_typed": strong, "fp16_flag": opts.fp16 and not strong,
-                            "timing_cache": str(cache_file)}, "build_time_s": round(time.perf_counter() - t0, 2)}
+    with atomic_path(cache_file) as tmp:  # two exports on one machine must not leave a torn cache
+        Path(tmp).write_bytes(bytes(memoryview(config.get_timing_cache().serialize())))
+    return {**fp, "build": {**asdict(opts), "strongly_typed": True, "timing_cache": str(cache_file),
+                            "timing_cache_state": cache_state},
+            "build_time_s": round(time.perf_counter() - t0, 2)}

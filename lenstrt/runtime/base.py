@@ -12,14 +12,21 @@ from typing import Any
 
 import numpy as np
 
+from lenstrt.errors import BackendError
+
 
 class Runner:
     backend = "base"
+    # True where infer_async only enqueues work (CUDA streams); the ensemble runs the others in threads
+    # when it wants members to overlap.
+    asynchronous = False
 
     def __init__(self, name: str):
         self.name = name
         self.active = False
         self.info: dict[str, Any] = {"backend": self.backend}
+        self.stream: Any = None          # the CUDA stream the runner enqueues on, where it has one
+        self.max_batch: int | None = None  # the largest batch one call takes (a TensorRT profile's max)
 
     def activate(self) -> None:
         self.active = True
@@ -55,3 +62,24 @@ def as_numpy(x) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return np.ascontiguousarray(x, dtype=np.float32)
     return x.detach().float().cpu().numpy()
+
+
+def order_outputs(named: dict[str, np.ndarray], wanted: list[str], source: str = "model") -> Any:
+    """A runner's outputs by name, in the order the Runner contract gives them: one array for a member
+    (`logits`), a tuple for the fused graph (`score`, `score_std`, `member_scores`). [N, 1] columns
+    become [N]. Engines and sessions list outputs in their own order, so nothing may rely on it."""
+    missing = [w for w in wanted if w not in named]
+    if missing:
+        raise BackendError(f"{source}: outputs {missing} missing (it has {sorted(named)}); re-export the bundle")
+    arrays = [named[w] for w in wanted]
+    arrays = [a[:, 0] if a.ndim == 2 and a.shape[1] == 1 else a for a in arrays]
+    return arrays[0] if len(arrays) == 1 else tuple(arrays)
+
+
+def batch_ranges(n: int, max_batch: int | None) -> list[tuple[int, int]]:
+    """[start, stop) slices of at most `max_batch` rows covering n rows (one slice when unlimited)."""
+    if n <= 0:
+        return []
+    if not max_batch or n <= max_batch:
+        return [(0, n)]
+    return [(a, min(n, a + max_batch)) for a in range(0, n, max_batch)]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from lenstrt.errors import BackendError
-from lenstrt.runtime.base import Runner, as_numpy
+from lenstrt.runtime.base import Runner, as_numpy, order_outputs
 
 OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
               "all": "ORT_ENABLE_ALL"}
@@ -48,24 +48,59 @@ def run_session(session, images: np.ndarray) -> list[np.ndarray]:
     return session.run(None, {name: np.ascontiguousarray(images, dtype=np.float32)})
 
 
+def trt_provider_options(input_name: str, chw: tuple[int, int, int], batch: tuple[int, int, int],
+                         cache_dir: str | Path, fp16: bool) -> dict[str, Any]:
+    """ONNX Runtime TensorRT execution provider options: explicit profile shapes (without them it builds
+    for the first shape it sees and rebuilds, minutes each, whenever a batch differs) and engine and
+    timing caches in `cache_dir`, outside the bundle (a bundle is read-only, checksummed and may be
+    shared between machines whose GPUs differ)."""
+    c, h, w = chw
+    shape = lambda n: f"{input_name}:{n}x{c}x{h}x{w}"  # noqa: E731
+    return {"trt_fp16_enable": fp16, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir),
+            "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache_dir),
+            "trt_profile_min_shapes": shape(batch[0]), "trt_profile_opt_shapes": shape(batch[1]),
+            "trt_profile_max_shapes": shape(batch[2])}
+
+
+def default_trt_cache_dir(model: Path) -> Path:
+    """~/.cache/lenstrt/ort-trt/<hash of the graph file's path and size>: one cache per graph, outside the bundle."""
+    import hashlib
+
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lenstrt" / "ort-trt"
+    st = model.stat()
+    tag = hashlib.sha256(f"{model.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    return base / f"{model.stem}-{tag}"
+
+
 class OrtRunner(Runner):
     """Runner over one ONNX graph. `device`: cpu | cuda | trt (ORT's TensorRT execution provider)."""
 
     backend = "ort"
 
     def __init__(self, name: str, path: str | Path, device: str = "cpu", opt_level: str = "all",
-                 threads: int | None = None, trt_cache_dir: str | None = None):
+                 threads: int | None = None, trt_cache_dir: str | None = None, output_names: list[str] | None = None,
+                 batch: tuple[int, int, int] | None = None):
         super().__init__(name)
         self.path, self.device, self.opt_level, self.threads = Path(path), device, opt_level, threads
-        self.trt_cache_dir = trt_cache_dir
+        self.trt_cache_dir, self.output_names, self.batch = trt_cache_dir, output_names, batch
         self.session = None
 
     def activate(self) -> None:
+        import onnx
+
         opts: dict[str, dict[str, Any]] = {}
         if self.device == "trt":
-            cache = self.trt_cache_dir or str(self.path.parent / "ort_trt_cache")
-            opts["TensorrtExecutionProvider"] = {"trt_fp16_enable": True, "trt_engine_cache_enable": True,
-                                                 "trt_engine_cache_path": cache, "trt_timing_cache_enable": True}
+            cache = Path(self.trt_cache_dir) if self.trt_cache_dir else default_trt_cache_dir(self.path)
+            cache.mkdir(parents=True, exist_ok=True)
+            graph_in = onnx.load(str(self.path), load_external_data=False).graph.input[0]
+            dims = [d.dim_value for d in graph_in.type.tensor_type.shape.dim[1:]]
+            batch = self.batch or (1, 64, 1024)
+            # No fp16 flag: the runner is given the mixed-precision graph, whose dtypes TensorRT keeps
+            # (the flag is deprecated in TensorRT 10.12 and gone in 11, and would let weak typing push
+            # the fp32 preprocessing into fp16).
+            opts["TensorrtExecutionProvider"] = trt_provider_options(graph_in.name, (dims[0], dims[1], dims[2]),
+                                                                     batch, cache, fp16=False)
+            self.max_batch = batch[2]  # a shape outside the profile is an error: the ensemble splits batches
         self.session = make_session(self.path, self.device, self.opt_level, self.threads, opts)
         got = self.session.get_providers()
         wanted = PROVIDERS[self.device][0]
@@ -76,6 +111,7 @@ class OrtRunner(Runner):
         self._spec = {"name": i.name, "shape": [-1 if not isinstance(d, int) else d for d in i.shape],
                       "dtype": "float32"}
         self.outputs = [o.name for o in self.session.get_outputs()]
+        self.output_names = self.output_names or self.outputs
         import onnxruntime as ort
 
         self.info.update(device=self.device, providers=got, opt_level=self.opt_level,
@@ -89,16 +125,16 @@ class OrtRunner(Runner):
     def infer(self, images):
         x = as_numpy(images)
         if self.device == "cpu":
-            outs = self.session.run(None, {self._spec["name"]: x})
+            outs = self.session.run(self.output_names, {self._spec["name"]: x})
         else:
             outs = self._run_bound(x)
-        return outs[0][:, 0] if len(outs) == 1 else tuple(o[:, 0] if o.shape[1] == 1 else o for o in outs)
+        return order_outputs(dict(zip(self.output_names, outs)), self.output_names, self.path.name)
 
     def _run_bound(self, x: np.ndarray):
         """IO binding on CUDA: the input is copied once and outputs stay on the device until fetched."""
         binding = self.session.io_binding()
         binding.bind_cpu_input(self._spec["name"], x)
-        for name in self.outputs:
+        for name in self.output_names:
             binding.bind_output(name, "cuda")
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()

@@ -26,43 +26,36 @@ class Capabilities:
 
 
 def detect() -> Capabilities:
-    import importlib.util
-
     import onnxruntime as ort
     import torch
+
+    from lenstrt.runtime.trt import probe
 
     cuda = torch.cuda.is_available()
     name = cc = None
     if cuda:
         name = torch.cuda.get_device_name()
         cc = "{}.{}".format(*torch.cuda.get_device_capability())
-    trt_v = None
-    if importlib.util.find_spec("tensorrt") is not None:
-        try:
-            import tensorrt as trt
-
-            trt_v = str(trt.__version__) if hasattr(trt, "Builder") else None
-        except ImportError:
-            trt_v = None
-    return Capabilities(cuda, name, cc, tuple(ort.get_available_providers()), trt_v)
+    return Capabilities(cuda, name, cc, tuple(ort.get_available_providers()), probe()[0])
 
 
-def choose_backend(requested: str, caps: Capabilities, bundle: Bundle) -> tuple[str, str, str]:
-    """(backend, device, why)."""
+def choose_backend(requested: str, caps: Capabilities, bundle: Bundle, fused: bool = False) -> tuple[str, str, str]:
+    """(backend, device, why). `fused`: the fused graph will be served, so its engine is the one that counts."""
     if requested not in BACKENDS:
         raise ConfigError(f"--backend {requested!r}: choose one of {', '.join(BACKENDS)}")
-    members = bundle.members
-    has_plans = all(m.artifact("plan") for m in members)
+    if fused and not bundle.fused:
+        raise BundleError(f"{bundle.root}: no fused graph; re-export with --fuse or serve with --separate")
+    plans = [(bundle.fused or {}).get("artifacts", {}).get("plan")] if fused else [m.artifact("plan") for m in bundle.members]
     gpu_ort = caps.cuda and "CUDAExecutionProvider" in caps.ort_providers
     if requested == "trt" or requested == "auto":
         problem = None
-        if not has_plans:
-            problem = "the bundle has no TensorRT engines (exported without TensorRT)"
+        if not all(plans):
+            problem = ("the bundle's fused graph has no TensorRT engine" if fused else
+                       "the bundle has no TensorRT engines") + " (exported without TensorRT)"
         else:
             try:
-                for m in members:
-                    check_engine(m.artifact("plan") or {}, caps.tensorrt, caps.gpu_name, caps.compute_capability,
-                                 bundle.root)
+                for plan in plans:
+                    check_engine(plan or {}, caps.tensorrt, caps.gpu_name, caps.compute_capability, bundle.root)
             except BundleError as exc:
                 problem = str(exc)
         if problem is None:
@@ -108,8 +101,8 @@ def build_ensemble(bundle: Bundle, backend: str, device: str, fused: bool = Fals
         if backend == "torch":
             raise ConfigError("--fused runs the fused ONNX graph or engine; use --backend ort or trt")
         arts = bundle.fused["artifacts"]
-        runner = _runner(bundle, backend, device, "fused", arts, cores, cuda_graph_batch)
-        return Ensemble([runner], names, temps, fusion, "sequential", fused=True)
+        runner = _runner(bundle, backend, device, "fused", arts, cores, cuda_graph_batch, list(bundle.fused["outputs"]))
+        return Ensemble([runner], names, temps, fusion, "sequential", fused=True, device=device)
     per = max(1, cores // len(members)) if concurrency == "threads" else cores
     runners = []
     for m in members:
@@ -119,19 +112,24 @@ def build_ensemble(bundle: Bundle, backend: str, device: str, fused: bool = Fals
             runners.append(TorchRunner(m.name, bundle.path(m.entry["checkpoint"]), device, amp=amp, compile=compile,
                                        mc_samples=mc_samples, threads=cores))
         else:
-            runners.append(_runner(bundle, backend, device, m.name, m.entry["artifacts"], per, cuda_graph_batch))
-    return Ensemble(runners, names, temps, fusion, concurrency, mc_samples=mc_samples)
+            runners.append(_runner(bundle, backend, device, m.name, m.entry["artifacts"], per, cuda_graph_batch,
+                                   [bundle.manifest["output"]["name"]]))
+    return Ensemble(runners, names, temps, fusion, concurrency, mc_samples=mc_samples, device=device)
 
 
-def _runner(bundle: Bundle, backend: str, device: str, name: str, arts: dict, threads: int, cuda_graph_batch):
+def _runner(bundle: Bundle, backend: str, device: str, name: str, arts: dict, threads: int, cuda_graph_batch,
+            outputs: list[str]):
     if backend == "trt":
         from lenstrt.runtime.trt import TrtRunner
 
         if "plan" not in arts:
             raise BundleError(f"{bundle.root}: {name} has no TensorRT engine; re-export on this GPU")
         return TrtRunner(name, bundle.path(arts["plan"]), arts["plan"], cuda_graph_batch=cuda_graph_batch,
-                         bundle_dir=bundle.root)
+                         bundle_dir=bundle.root, output_names=outputs)
     from lenstrt.runtime.ort import OrtRunner
 
     art = arts["onnx_fp16"] if device in ("cuda", "trt") and "onnx_fp16" in arts else arts["onnx"]
-    return OrtRunner(name, bundle.path(art), device, art.get("ort_opt_level", "all"), threads)
+    b = bundle.manifest.get("batch", {})
+    batch = (b["min"], b["opt"], b["max"]) if b else None
+    return OrtRunner(name, bundle.path(art), device, art.get("ort_opt_level", "all"), threads, output_names=outputs,
+                     batch=batch)

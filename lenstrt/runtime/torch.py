@@ -13,6 +13,7 @@ from lenstrt.runtime.base import Runner, as_numpy
 
 class TorchRunner(Runner):
     backend = "torch"
+    asynchronous = True  # on CUDA; on a CPU infer_async computes before it returns
 
     def __init__(self, name: str, checkpoint: str | Path, device: str = "cpu", amp: bool | None = None,
                  compile: bool = False, mc_samples: int = 0, threads: int | None = None):
@@ -62,6 +63,8 @@ class TorchRunner(Runner):
             return self.model(x).float().squeeze(1)
 
     def _to_device(self, images):
+        """The batch on this runner's device (a no-op for a batch the ensemble already uploaded), in the
+        model's memory format."""
         import torch
 
         t = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
@@ -72,38 +75,37 @@ class TorchRunner(Runner):
         return self.collect(self.infer_async(images))
 
     def infer_async(self, images):
+        """CPU: the logits. CUDA: (host tensor being filled, event) — copy in, forward and copy out are
+        all enqueued on this runner's stream; `collect` waits for the event."""
         import torch
 
         if self.mc_samples:
             return self.infer_mc(images, self.mc_samples)
         if self.stream is None:
             return self._forward(self._to_device(images))
+        timed = self.timing is not None  # bench: split host-to-device, compute and device-to-host
         with torch.cuda.stream(self.stream):
-            if self.timing is not None:  # bench: split host-to-device, compute and device-to-host
-                ev = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+            ev = [torch.cuda.Event(enable_timing=timed) for _ in range(4 if timed else 1)]
+            if timed:
                 ev[0].record(self.stream)
-                x = self._to_device(images)
+            x = self._to_device(images)
+            if timed:
                 ev[1].record(self.stream)
-                out = self._forward(x)
+            out = self._forward(x)
+            if timed:
                 ev[2].record(self.stream)
-                out = out.to("cpu", non_blocking=True)
-                ev[3].record(self.stream)
-                self._pending_timing = ev
-                return (out, ev[3])
-            out = self._forward(self._to_device(images))
-            event = torch.cuda.Event()
-            event.record(self.stream)
-        return (out, event)
+            out = out.to("cpu", non_blocking=True)  # lands in pinned memory; valid once the event fires
+            ev[-1].record(self.stream)
+        return (out, ev)
 
     def collect(self, handle):
-        if isinstance(handle, tuple) and len(handle) == 2 and hasattr(handle[1], "synchronize"):
-            handle[1].synchronize()
-            handle = handle[0]
-            ev = getattr(self, "_pending_timing", None)
-            if ev is not None and self.timing is not None:
+        if isinstance(handle, tuple) and len(handle) == 2 and isinstance(handle[1], list):
+            out, ev = handle
+            ev[-1].synchronize()
+            if len(ev) == 4 and self.timing is not None:
                 for key, a, b in (("h2d_ms", 0, 1), ("compute_ms", 1, 2), ("d2h_ms", 2, 3)):
                     self.timing[key] = self.timing.get(key, 0.0) + ev[a].elapsed_time(ev[b])
-                self._pending_timing = None
+            handle = out
         if isinstance(handle, np.ndarray):
             return handle
         return as_numpy(handle)
@@ -123,5 +125,7 @@ class TorchRunner(Runner):
                 m.eval()
 
     def deactivate(self) -> None:
+        if self.stream is not None:  # work a failed run left in flight must finish before the model goes
+            self.stream.synchronize()
         self.model = None
         super().deactivate()

@@ -4,8 +4,14 @@ type-checked in CI with mypy against tensorrt-stubs; no machine of ours has Tens
 I/O lives in PyTorch-owned CUDA memory on a PyTorch-owned stream: addresses go to the execution
 context with `set_tensor_address`, work is enqueued with `execute_async_v3(stream)`. No pycuda
 context is created (pycuda's context fights PyTorch's primary context). One execution context and
-one stream per member, so an ensemble's members overlap on the GPU. Optional CUDA graph capture
-for one fixed batch size removes per-launch overhead for small models.
+one stream per member, so an ensemble's members overlap on the GPU.
+
+Outputs are read by name (`logits` for a member; `score`, `score_std`, `member_scores` for the fused
+graph), never by the engine's order. A batch larger than the engine profile's max is split into
+slices the profile accepts. CUDA graphs (`cuda_graph_batch`): captured once in `activate()` (before
+serve starts its reader thread, and in thread-local capture mode so another thread's CUDA calls
+cannot invalidate it) on an engine and execution context of their own, so a smaller batch (the last
+of a unit) runs on the ordinary context and never rebinds the one the graph was captured on.
 """
 
 from __future__ import annotations
@@ -17,17 +23,36 @@ import numpy as np
 
 from lenstrt.bundle import check_engine
 from lenstrt.errors import BackendError
-from lenstrt.runtime.base import Runner, as_numpy
+from lenstrt.runtime.base import Runner, as_numpy, batch_ranges, order_outputs
+
+
+def probe() -> tuple[str | None, str]:
+    """(TensorRT version or None, why not). The one place outside export/tensorrt.py that imports
+    tensorrt: backend choice and `lenstrt info` ask here."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        return None, "not installed (pip install 'lenstrt[trt]' on a machine with an NVIDIA GPU)"
+    try:
+        import tensorrt as trt
+    except Exception as exc:  # a broken install must not break backend choice or `info`
+        return None, f"import failed: {type(exc).__name__}: {exc}"
+    if not hasattr(trt, "Builder"):
+        return None, "the tensorrt module here has no runtime (stubs or a partial install)"
+    return str(trt.__version__), ""
 
 
 class TrtRunner(Runner):
     backend = "trt"
+    asynchronous = True
 
     def __init__(self, name: str, plan: str | Path, engine: dict[str, Any], device: str = "cuda",
-                 cuda_graph_batch: int | None = None, bundle_dir: str | Path = "BUNDLE"):
+                 cuda_graph_batch: int | None = None, bundle_dir: str | Path = "BUNDLE",
+                 output_names: list[str] | None = None):
         super().__init__(name)
         self.plan, self.engine_entry, self.device = Path(plan), engine, device
         self.cuda_graph_batch, self.bundle_dir = cuda_graph_batch, bundle_dir
+        self.output_names = output_names
         self._graph: Any = None
 
     def activate(self) -> None:
@@ -41,93 +66,124 @@ class TrtRunner(Runner):
                      self.bundle_dir)
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
-        engine = self.runtime.deserialize_cuda_engine(self.plan.read_bytes())
-        if engine is None:
-            raise BackendError(f"{self.plan}: TensorRT could not deserialize the engine; rebuild it with `lenstrt export`")
-        self.engine = engine
-        context = engine.create_execution_context()
-        if context is None:
-            raise BackendError(f"{self.plan}: could not create an execution context (GPU memory?)")
-        self.context = context
+        blob = self.plan.read_bytes()
+        self.engine = self._deserialize(blob)
+        self.context = self._context(self.engine)
         self.stream = torch.cuda.Stream(device=self.device)
+        engine = self.engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self.inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         if len(self.inputs) != 1:
             raise BackendError(f"{self.plan}: expected one input tensor, found {self.inputs}")
+        self.output_names = self.output_names or self.outputs
         self._dtypes = {n: _torch_dtype(engine.get_tensor_dtype(n)) for n in names}
         shape = _dims(engine.get_tensor_shape(self.inputs[0]))
         self._spec = {"name": self.inputs[0], "shape": shape, "dtype": "float32"}
+        lo, _, hi = (_dims(d) for d in engine.get_tensor_profile_shape(self.inputs[0], 0))
+        self.min_batch, self.profile_max = lo[0], hi[0]
+        self.max_batch = self.profile_max
         self.info.update(device=self.device, tensorrt=str(trt.__version__), gpu=torch.cuda.get_device_name(),
-                         cuda_graph_batch=self.cuda_graph_batch)
+                         profile_batch=[self.min_batch, self.profile_max])
+        if self.cuda_graph_batch:
+            self._capture(blob, shape)
+        self.info.update(cuda_graph_batch=self.cuda_graph_batch)
         super().activate()
+
+    def _deserialize(self, blob: bytes) -> Any:
+        engine = self.runtime.deserialize_cuda_engine(blob)
+        if engine is None:
+            raise BackendError(f"{self.plan}: TensorRT could not deserialize the engine; rebuild it with `lenstrt export`")
+        return engine
+
+    def _context(self, engine: Any) -> Any:
+        context = engine.create_execution_context()
+        if context is None:
+            raise BackendError(f"{self.plan}: could not create an execution context (GPU memory?)")
+        return context
 
     @property
     def input_spec(self) -> dict[str, Any]:
         return self._spec
 
-    def _bind(self, x: Any) -> dict[str, Any]:
-        import tensorrt as trt
+    def _bind(self, context: Any, x: Any) -> dict[str, Any]:
+        """Input shape and addresses for one call; outputs allocated here (PyTorch memory, this stream)."""
         import torch
 
         name = self.inputs[0]
-        self.context.set_input_shape(name, trt.Dims(list(x.shape)))
-        self.context.set_tensor_address(name, int(x.data_ptr()))
+        if not context.set_input_shape(name, tuple(x.shape)):
+            raise BackendError(f"{self.plan.name}: TensorRT refused input shape {tuple(x.shape)} (engine profile "
+                               f"batch {self.min_batch}..{self.profile_max}); re-export with --batch MIN,OPT,MAX")
+        context.set_tensor_address(name, int(x.data_ptr()))
         outs: dict[str, Any] = {}
         for o in self.outputs:
-            shape = tuple(_dims(self.context.get_tensor_shape(o)))
+            shape = tuple(_dims(context.get_tensor_shape(o)))
             outs[o] = torch.empty(shape, dtype=self._dtypes[o], device=self.device)
-            self.context.set_tensor_address(o, int(outs[o].data_ptr()))
+            context.set_tensor_address(o, int(outs[o].data_ptr()))
         return outs
 
+    def _execute(self, context: Any) -> None:
+        # False here is how a failed enqueue (and a failed graph capture) shows itself.
+        if not context.execute_async_v3(self.stream.cuda_stream):
+            raise BackendError(f"{self.plan.name}: TensorRT execute_async_v3 failed (see the TensorRT log above)")
+
+    def _capture(self, blob: bytes, shape: list[int]) -> None:
+        import torch
+
+        b = min(int(self.cuda_graph_batch or 0), self.profile_max)
+        if b < self.min_batch:
+            raise BackendError(f"{self.plan.name}: CUDA graph batch {self.cuda_graph_batch} is outside the engine "
+                               f"profile ({self.min_batch}..{self.profile_max})")
+        self.cuda_graph_batch = b
+        # An engine of its own, not only a context: TensorRT before 10 forbade two contexts sharing one
+        # optimization profile, and our classifiers' weights are small (tens of MB).
+        self._graph_engine = self._deserialize(blob)
+        self._graph_ctx = self._context(self._graph_engine)
+        self._static_in = torch.zeros([b, *shape[1:]], dtype=self._dtypes[self.inputs[0]], device=self.device)
+        self._static_out = self._bind(self._graph_ctx, self._static_in)
+        with torch.cuda.stream(self.stream):
+            self._execute(self._graph_ctx)  # the first run does lazy set-up that must not be captured
+        self.stream.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
+            self._execute(self._graph_ctx)
+        self._graph = graph
+
     def infer_async(self, images: Any) -> Any:
+        """Enqueues copy-in, the engine and copy-out on this runner's stream; returns a handle for collect."""
         import torch
 
         with torch.cuda.stream(self.stream):
             t = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
             x = t.to(self.device, dtype=self._dtypes[self.inputs[0]], non_blocking=True).contiguous()
-            if self.cuda_graph_batch and x.shape[0] == self.cuda_graph_batch:
-                outs = self._replay(x)
-            else:
-                outs = self._bind(x)
-                if not self.context.execute_async_v3(self.stream.cuda_stream):
-                    raise BackendError(f"{self.plan.name}: execute_async_v3 failed")
+            host = []
+            for a, b in batch_ranges(x.shape[0], self.profile_max):
+                if self._graph is not None and b - a == self.cuda_graph_batch:
+                    self._static_in.copy_(x[a:b])
+                    self._graph.replay()
+                    outs = self._static_out  # read by the copy below, in stream order, before the next replay
+                else:
+                    outs = self._bind(self.context, x[a:b])
+                    self._execute(self.context)
+                host.append({k: v.to("cpu", non_blocking=True) for k, v in outs.items()})
             event = torch.cuda.Event()
             event.record(self.stream)
-        return outs, event, x  # x is kept alive until the work is done
-
-    def _replay(self, x: Any) -> dict[str, Any]:
-        import torch
-
-        if self._graph is None:
-            self._static_in = torch.empty_like(x)
-            self._static_in.copy_(x)
-            self._static_out = self._bind(self._static_in)
-            self.context.execute_async_v3(self.stream.cuda_stream)  # warm-up outside capture
-            self.stream.synchronize()
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, stream=self.stream):
-                self.context.execute_async_v3(self.stream.cuda_stream)
-            self._graph = graph
-        else:
-            self._static_in.copy_(x)
-        self._graph.replay()
-        return {k: v.clone() for k, v in self._static_out.items()}
+        return host, event, x  # x stays referenced until the work is done
 
     def collect(self, handle: Any) -> Any:
-        outs, event, _ = handle
+        host, event, _ = handle
         event.synchronize()
-        arrays = [as_numpy(outs[o]) for o in self.outputs]
-        if len(arrays) == 1:
-            return arrays[0][:, 0]
-        return tuple(a[:, 0] if a.ndim == 2 and a.shape[1] == 1 else a for a in arrays)
+        named = {k: np.concatenate([as_numpy(h[k]) for h in host]) for k in self.outputs}
+        return order_outputs(named, list(self.output_names or self.outputs), self.plan.name)
 
     def infer(self, images: Any) -> Any:
         return self.collect(self.infer_async(images))
 
     def deactivate(self) -> None:
+        if self.stream is not None:  # no context may be destroyed while its work is still on the stream
+            self.stream.synchronize()
         self._graph = None
-        for attr in ("context", "engine", "runtime"):
+        for attr in ("_static_out", "_static_in", "_graph_ctx", "_graph_engine", "context", "engine", "runtime"):
             if hasattr(self, attr):
                 delattr(self, attr)
         super().deactivate()

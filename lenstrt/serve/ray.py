@@ -46,7 +46,7 @@ class _ScoreUnits:
         torch.set_num_threads(max(1, int(os.environ.get("LENSTRT_WORKER_THREADS", "1"))))
         self.opts = ServeOptions(**opts)
         bundle = Bundle(bundle_dir)
-        self.backend, self.device, self.why = choose_backend(self.opts.backend, detect(), bundle)
+        self.backend, self.device, self.why = choose_backend(self.opts.backend, detect(), bundle, self.opts.fused)
         threads = int(os.environ.get("LENSTRT_WORKER_THREADS", "1"))
         self.ens = build_ensemble(bundle, self.backend, self.device, fused=self.opts.fused, fusion=self.opts.fusion,
                                   mc_samples=self.opts.mc_samples, threads=threads)

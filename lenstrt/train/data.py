@@ -87,11 +87,15 @@ class SimulatedStream(IterableDataset):
 
 def augment(x: torch.Tensor, step: int, seed: int) -> torch.Tensor:
     """The 8 flips/90-degree rotations and flux scaling 0.8-1.2, seeded by (seed, step) so a resumed
-    run draws the same augmentations."""
+    run draws the same augmentations.
+
+    The draws come from a CPU generator whatever the batch's device, so a run augments identically on
+    a CPU and a GPU; the index tensors stay on the CPU (indexing a CUDA tensor with them is fine) and
+    the scale factors move to the batch's device before they meet it."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
     n = x.shape[0]
     code = torch.randint(0, 8, (n,), generator=g)
-    scale = 0.8 + 0.4 * torch.rand(n, generator=g)
+    scale = (0.8 + 0.4 * torch.rand(n, generator=g)).to(device=x.device, dtype=x.dtype)
     out = torch.empty_like(x)
     for c in range(8):
         sel = (code == c).nonzero().squeeze(1)
@@ -101,4 +105,4 @@ def augment(x: torch.Tensor, step: int, seed: int) -> torch.Tensor:
         if c & 4:
             v = v.flip(-1)
         out[sel] = torch.rot90(v, k=c & 3, dims=(-2, -1))
-    return out * scale.to(x.dtype)[:, None, None, None]
+    return out * scale[:, None, None, None]

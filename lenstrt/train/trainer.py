@@ -60,18 +60,78 @@ def _lr_factor(progress: float, step: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def predict_logits(model, images: np.ndarray, device: str, batch_size: int = 256, amp_dtype=None):
-    """Logits [N] in batches; `amp_dtype` (a torch dtype) autocasts, None runs in the model's precision."""
+def autocast(device: str, dtype):
+    """torch.autocast for `device` when `dtype` is a torch dtype; a no-op context for None (and so for
+    devices autocast does not know, such as `meta` in the device-placement tests)."""
+    import contextlib
+
+    import torch
+
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.split(":")[0], dtype=dtype)
+
+
+def logits_on_device(model, images: np.ndarray, device: str, batch_size: int = 256, amp_dtype=None):
+    """Yields the model's logits batch by batch, left on `device` (the part of prediction that runs there)."""
     import torch
 
     model.eval()
-    out = []
     with torch.inference_mode():
         for i in range(0, len(images), batch_size):
             x = torch.from_numpy(images[i:i + batch_size]).to(device)
-            with torch.autocast(device.split(":")[0], dtype=amp_dtype, enabled=amp_dtype is not None):
-                out.append(model(x).float().squeeze(1).cpu().numpy())
+            with autocast(device, amp_dtype):
+                yield model(x).float().squeeze(1)
+
+
+def predict_logits(model, images: np.ndarray, device: str, batch_size: int = 256, amp_dtype=None):
+    """Logits [N] in batches; `amp_dtype` (a torch dtype) autocasts, None runs in the model's precision."""
+    out = [t.cpu().numpy() for t in logits_on_device(model, images, device, batch_size, amp_dtype)]
     return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def forward_loss(model, x, y, device: str, step: int, seed: int, augment: bool, channels_last: bool, amp_dtype):
+    """One training step's forward pass: batch to the device, augmentation, autocast forward, loss.
+
+    Everything that meets the batch is created on (or moved to) `device`, which the device-placement
+    tests exercise with `meta` tensors: a CPU tensor mixed in raises there exactly as on CUDA."""
+    import torch
+    import torch.nn.functional as F
+
+    from lenstrt.train.data import augment as augment_batch
+
+    x = x.to(device, non_blocking=True)
+    y = y.to(device, non_blocking=True)
+    if augment:
+        x = augment_batch(x, step, seed)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(device, amp_dtype):
+        logits = model(x).squeeze(1)
+    return F.binary_cross_entropy_with_logits(logits.float(), y)
+
+
+def rng_state(device: str) -> dict[str, Any]:
+    """Every generator dropout and initialisation draw from: the CPU's and, on CUDA, each GPU's
+    (dropout on a CUDA tensor draws from the CUDA generator, so the CPU state alone does not make a
+    CUDA resume exact)."""
+    import torch
+
+    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if device.startswith("cuda"):
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(saved: dict[str, Any] | Any, device: str) -> None:
+    """Inverse of `rng_state`; also reads checkpoints that saved the bare CPU state."""
+    import torch
+
+    if not isinstance(saved, dict):  # checkpoints written before the CUDA states were saved
+        saved = {"cpu": saved}
+    torch.set_rng_state(saved["cpu"])
+    if device.startswith("cuda") and "cuda" in saved:
+        torch.cuda.set_rng_state_all(saved["cuda"])
 
 
 class Trainer:
@@ -87,17 +147,10 @@ class Trainer:
     def train_member(self, arch: str, seed: int, train: Dataset, val: Dataset, out: Path, resume: bool = False,
                      _stop_at_step: int | None = None) -> dict[str, Any]:
         import torch
-        import torch.nn.functional as F
 
         from lenstrt.models import create_model
         from lenstrt.progress import progress_bar
-        from lenstrt.train.data import (
-            InMemoryCutouts,
-            ResumableBatches,
-            SimulatedStream,
-            augment,
-            collate_batched,
-        )
+        from lenstrt.train.data import InMemoryCutouts, ResumableBatches, SimulatedStream, collate_batched
         from lenstrt.train.hardware import loader_settings
 
         cfg, dev, prec = self.cfg, self.device, self.precision
@@ -131,7 +184,7 @@ class Trainer:
                 scaler.load_state_dict(state["scaler"])
             step, elapsed_before = state["step"], state["elapsed_s"]
             best_auc, history = state["best_val_auc"], state["history"]
-            torch.set_rng_state(state["rng_state"])
+            restore_rng_state(state["rng_state"], dev)
             if step >= total_steps:
                 return self._finish(model, arch, arch_kwargs, seed, train, val, out, history, step, elapsed_before)
 
@@ -170,15 +223,7 @@ class Trainer:
                 if plateau is None:
                     for g in opt.param_groups:
                         g["lr"] = cfg.lr * _lr_factor(progress, step, cfg.warmup_steps)
-                x = x.to(dev, non_blocking=True)
-                y = y.to(dev, non_blocking=True)
-                if cfg.augment:
-                    x = augment(x, step, seed)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(dev.split(":")[0], dtype=amp_dtype, enabled=amp_dtype is not None):
-                    logits = model(x).squeeze(1)
-                loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+                loss = forward_loss(model, x, y, dev, step, seed, cfg.augment, channels_last, amp_dtype)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if cfg.gradient_clip:
@@ -213,7 +258,7 @@ class Trainer:
                         **self._payload(model, arch, arch_kwargs, seed, train, step, history),
                         "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if prec.grad_scaler else {},
                         "elapsed_s": elapsed_before + time.perf_counter() - t_start,
-                        "best_val_auc": best_auc, "rng_state": torch.get_rng_state(),
+                        "best_val_auc": best_auc, "rng_state": rng_state(dev),
                     })
                     if step == _stop_at_step:
                         return {"stopped_at": step}
@@ -225,7 +270,7 @@ class Trainer:
         ck.save(last_path, {
             **self._payload(model, arch, arch_kwargs, seed, train, step, history),
             "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if prec.grad_scaler else {},
-            "elapsed_s": elapsed, "best_val_auc": max(best_auc, last_auc), "rng_state": torch.get_rng_state(),
+            "elapsed_s": elapsed, "best_val_auc": max(best_auc, last_auc), "rng_state": rng_state(dev),
         })
         if writer:
             writer.close()

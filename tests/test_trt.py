@@ -1,0 +1,61 @@
+"""TensorRT end to end: needs TensorRT and a CUDA GPU (skipped with the reason elsewhere). Engines are
+built into a temporary bundle with the timing cache in a temporary home, never the user's."""
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.trt, pytest.mark.gpu]
+
+
+@pytest.fixture(scope="module")
+def trt_bundle(run_dir, tmp_path_factory):
+    import os
+
+    from lenstrt.export.pipeline import export_bundle
+
+    home = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(home)
+    try:
+        out = tmp_path_factory.mktemp("trt") / "b"
+        m = export_bundle([str(run_dir)], out, fp16=True, fuse=True, batch=(1, 16, 32), n_val=64, log=print)
+    finally:
+        os.environ.pop("XDG_CACHE_HOME") if old is None else os.environ.__setitem__("XDG_CACHE_HOME", old)
+    assert list(home.glob("lenstrt/trt_timing_*.cache"))
+    return out, m
+
+
+def test_every_engine_is_built_and_validated(trt_bundle):
+    _, m = trt_bundle
+    assert [e["member"] for e in m["engines"]] == ["resnet18-s0", "vit_tiny-s1000", "fused"]
+    for e in m["engines"]:
+        assert e["build"]["strongly_typed"] and e["agreement"]["max_abs_prob_diff"] <= 1e-2
+
+
+def test_trt_members_and_fused_agree_with_ort(trt_bundle, sim_dir):
+    from lenstrt.bundle import Bundle
+    from lenstrt.data.readers import iter_batches
+    from lenstrt.runtime.select import build_ensemble
+
+    out, _ = trt_bundle
+    b = Bundle(out)
+    x = next(iter_batches(sim_dir, 80)).images  # 80 > the profile's max of 32: split into 32, 32, 16
+    with build_ensemble(b, "ort", "cpu") as e:
+        ref = e.infer(x).score
+    with build_ensemble(b, "trt", "cuda", concurrency="streams", cuda_graph_batch=32) as e:
+        assert e.max_batch == 32 and e.info["shared_upload"]
+        got = e.infer(x).score
+    with build_ensemble(b, "trt", "cuda", fused=True) as e:
+        fused = e.infer(x)
+    np.testing.assert_allclose(got, ref, atol=1e-2)
+    np.testing.assert_allclose(fused.score, ref, atol=1e-2)
+    assert fused.members.shape == (80, 2)
+
+
+def test_serve_fused_on_trt(trt_bundle, sim_dir, tmp_path):
+    from lenstrt.serve.pipeline import ServeOptions, serve
+
+    out, _ = trt_bundle
+    s = serve(out, [str(sim_dir)], tmp_path / "o", ServeOptions(backend="trt", fused=True, batch_size=48,
+                                                                cuda_graph=True, unit_rows=40), progress=False)
+    assert s["backend"] == "trt" and s["counts"]["catalog_rows"] == 96
