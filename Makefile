@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEMO    := demo_out
 
-.PHONY: setup demo test test-all lint typecheck bench clean
+.PHONY: setup demo test test-all lint typecheck bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,6 +35,10 @@ typecheck: setup
 
 bench: setup
 	bash scripts/bench.sh
+
+# No `setup` dependency: GPU machines may have no network (docs/gpu_check.md).
+gpu-check:
+	bash scripts/gpu_check.sh
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

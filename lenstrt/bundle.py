@@ -8,6 +8,7 @@ models or TensorRT versions, and `check_engine` refuses a mismatched one with th
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,24 +59,57 @@ class Bundle:
         return self.manifest.get("fused")
 
     def path(self, artifact: dict[str, Any], verify: bool = False) -> Path:
-        p = self.root / artifact["path"]
+        """The artifact's file, which must lie inside the bundle (a manifest is data from elsewhere:
+        `../x.onnx` or an absolute path must not make serve load a file the bundle does not hold)."""
+        rel = str(artifact["path"])
+        root = self.root.resolve()
+        p = (root / rel).resolve()
+        if Path(rel).is_absolute() or not p.is_relative_to(root):
+            raise BundleError(f"{self.root / MANIFEST}: artifact path {rel!r} points outside the bundle; "
+                              "re-run `lenstrt export` (manifest paths are relative to the bundle)")
         if not p.is_file():
-            raise BundleError(f"{p}: listed in the manifest but missing; re-run `lenstrt export`")
-        if verify and sha256_file(p) != artifact["sha256"]:
-            raise BundleError(f"{p}: sha256 does not match the manifest (file changed or corrupt); re-run `lenstrt export`")
+            raise BundleError(f"{self.root / rel}: listed in the manifest but missing; re-run `lenstrt export`")
+        if verify and sha256_file(p) != artifact.get("sha256"):
+            raise BundleError(mismatch(self.root / rel))
         return p
 
-    def verify(self) -> None:
+    def artifacts(self) -> list[dict[str, Any]]:
+        """Every file the manifest lists: members' artifacts and checkpoints, the fused graph's artifacts."""
+        out = []
         for m in self.members:
-            for art in m.entry.get("artifacts", {}).values():
-                self.path(art, verify=True)
-            self.path(m.entry["checkpoint"], verify=True)
+            out += list(m.entry.get("artifacts", {}).values()) + [m.entry["checkpoint"]]
         if self.fused:
-            for art in self.fused.get("artifacts", {}).values():
+            out += list(self.fused.get("artifacts", {}).values())
+        return out
+
+    def verify(self) -> list[dict[str, Any]]:
+        """Checks every listed file (inside the bundle, present, sha256 as recorded); returns one record per
+        file with `ok` and, if not, `error`. `lenstrt verify` prints them."""
+        report = []
+        for art in self.artifacts():
+            try:
                 self.path(art, verify=True)
+                report.append({"path": art["path"], "bytes": art.get("bytes"), "ok": True})
+            except BundleError as exc:
+                report.append({"path": art["path"], "ok": False, "error": str(exc)})
+        return report
 
     def manifest_sha256(self) -> str:
         return sha256_file(self.root / MANIFEST)
+
+
+def mismatch(path: Path) -> str:
+    return (f"{path}: sha256 does not match the manifest (file changed or corrupt); re-run `lenstrt export`, or "
+            "copy the bundle again (`lenstrt verify BUNDLE` checks every file)")
+
+
+def read_verified(path: str | Path, sha256: str | None) -> bytes:
+    """The file's bytes, hashed as they are read (one read serves both the check and the load); refuses
+    a file whose sha256 differs from the manifest's. `sha256` None (an artifact being built) skips it."""
+    data = Path(path).read_bytes()
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise BundleError(mismatch(Path(path)))
+    return data
 
 
 def engine_fingerprint(trt_version: str, gpu_name: str, compute_capability: str) -> dict[str, str]:

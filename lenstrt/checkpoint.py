@@ -25,14 +25,17 @@ def save(path: str | Path, ckpt: dict[str, Any]) -> Path:
     return Path(path)
 
 
-def load(path: str | Path) -> dict[str, Any]:
+def load(path: str | Path, data: bytes | None = None) -> dict[str, Any]:
+    """`data`: the file's bytes, already read (and verified against a manifest) by the caller."""
+    import io
+
     import torch
 
     p = Path(path)
-    if not p.is_file():
+    if data is None and not p.is_file():
         raise CheckpointError(f"{p}: checkpoint not found; pass a .pt file or a run directory from `lenstrt train`")
     try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+        ckpt = torch.load(io.BytesIO(data) if data is not None else p, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"{p}: not a loadable lenstrt checkpoint ({type(exc).__name__}); "
                               "re-create it with `lenstrt train`") from exc

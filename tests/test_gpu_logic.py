@@ -28,6 +28,8 @@ def test_outputs_are_mapped_by_name_not_engine_order():
     assert score.shape == (n,) and (score == 0.9).all() and (std == 0.1).all() and per.shape == (n, 2)
     logits = order_outputs({"logits": np.arange(3.0)[:, None]}, ["logits"])
     assert logits.tolist() == [0.0, 1.0, 2.0]
+    one_member = {"score": np.zeros((n, 1)), "score_std": np.zeros((n, 1)), "member_scores": np.zeros((n, 1))}
+    assert order_outputs(one_member, ["score", "score_std", "member_scores"])[2].shape == (n, 1)
     with pytest.raises(BackendError, match="score_std"):
         order_outputs({"score": np.zeros((n, 1))}, ["score", "score_std"], "fused.plan")
 
@@ -70,6 +72,25 @@ def test_ensemble_splits_batches_to_the_smallest_profile():
     p = np.stack([1 / (1 + np.exp(-s)), 1 / (1 + np.exp(0.5 * s / 2.0))], axis=1)
     np.testing.assert_allclose(got.members, p, rtol=1e-6)
     np.testing.assert_allclose(got.score, p.mean(1), rtol=1e-6)
+
+
+def test_engine_slices_are_aligned_and_padded_to_the_profile_min():
+    import torch
+
+    from lenstrt.runtime.trt import _engine_slice
+
+    n = 10 * 4 * 101 * 101  # a row is 163,216 B: rows after the first are not 256-byte aligned
+    flat = torch.empty(n + 64)
+    skip = (-flat.data_ptr() % 256) // 4  # a batch that starts aligned, as CUDA's allocator gives
+    x = flat[skip:skip + n].reshape(10, 4, 101, 101)
+    x.copy_(torch.arange(n, dtype=torch.float32).reshape(x.shape))
+    assert x[1:3].data_ptr() % 256 != 0
+    s = _engine_slice(x, 1, 3, 1)
+    assert s.data_ptr() != x[1:3].data_ptr() and torch.equal(s, x[1:3])  # copied, not a misaligned view
+    v = _engine_slice(x, 0, 4, 1)
+    assert v.data_ptr() == x.data_ptr()  # an aligned view is used as it is
+    p = _engine_slice(x, 8, 10, 4)
+    assert p.shape == (4, 4, 101, 101) and torch.equal(p[:2], x[8:10]) and not p[2:].any()
 
 
 # -- one upload shared by the members' streams --------------------------------------------------------------
@@ -238,8 +259,9 @@ def test_ort_tensorrt_provider_gets_profiles_and_a_cache_outside_the_bundle(bund
     assert o["trt_engine_cache_path"] == o["trt_timing_cache_path"] == str(tmp_path / "c")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home"))
     onnx_file = Bundle(bundle_dir).path(Bundle(bundle_dir).members[0].artifact("onnx"))
-    d = default_trt_cache_dir(onnx_file)
+    d = default_trt_cache_dir(onnx_file, "NVIDIA H100")
     assert d.is_relative_to(tmp_path / "home") and not d.is_relative_to(bundle_dir)
+    assert d != default_trt_cache_dir(onnx_file, "NVIDIA H200")
 
 
 # -- NVML: the GPU torch uses, errors degrade -----------------------------------------------------------------
@@ -297,11 +319,12 @@ def test_gpu_monitor_degrades_and_always_shuts_nvml_down():
     nv = FakeNvml(uuids={"GPU-aaaa": "h"}, fail_util_after=2)
     with GpuMonitor("cuda", interval_s=0.001, nvml=nv, ids={"uuid": "aaaa"}) as mon:
         t0 = time.time()
-        while mon._thread.is_alive() and time.time() - t0 < 5:
+        while len(mon.samples) < 3 and time.time() - t0 < 5:
             time.sleep(0.01)
-        assert not mon._thread.is_alive()  # ended cleanly on the error, no traceback
+        assert mon._thread.is_alive()  # the utilisation error did not kill the sampler
     s = mon.summary()
-    assert len(mon.samples) == 2 and s["gpu_util_mean_pct"] == 50 and "Not Supported" in s["error"]
+    assert len(mon.samples) >= 3 and s["gpu_util_mean_pct"] == 50 and "Not Supported" in s["error"]
+    assert [u for _, u in mon.samples[:3]] == [50, 50, None]  # memory still sampled after utilisation fails
     assert nv.shutdowns == 1
     nv2 = FakeNvml()
     with GpuMonitor("cuda", nvml=nv2, ids={"uuid": "zzzz"}) as mon2:
@@ -315,25 +338,25 @@ def test_gpu_monitor_degrades_and_always_shuts_nvml_down():
 
 # -- CUDA RNG in checkpoints ----------------------------------------------------------------------------------
 
-def test_cuda_generators_are_saved_and_restored(monkeypatch):
+def test_cuda_generator_is_saved_and_restored(monkeypatch):
     import torch
 
     from lenstrt.train.trainer import restore_rng_state, rng_state
 
-    cuda_states = [torch.tensor([1, 2, 3], dtype=torch.uint8), torch.tensor([4, 5], dtype=torch.uint8)]
-    restored = {}
-    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: cuda_states)
-    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda s: restored.setdefault("cuda", s))
-    state = rng_state("cuda:0")
-    assert state["cuda"] is cuda_states and torch.equal(state["cpu"], torch.get_rng_state())
-    assert "cuda" not in rng_state("cpu")
+    cuda_state = torch.tensor([1, 2, 3], dtype=torch.uint8)
+    asked, restored = [], {}
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda dev: asked.append(dev) or cuda_state)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, dev: restored.update(state=s, dev=dev))
+    state = rng_state("cuda:1")
+    assert asked == ["cuda:1"] and state["cuda"] is cuda_state  # the training GPU's, not every GPU's
+    assert torch.equal(state["cpu"], torch.get_rng_state()) and "cuda" not in rng_state("cpu")
     torch.manual_seed(1)
     expected = torch.rand(3)
     torch.manual_seed(1)
     saved = rng_state("cuda")
     torch.rand(3)
-    restore_rng_state(saved, "cuda")
-    assert torch.equal(torch.rand(3), expected) and restored["cuda"] is cuda_states
+    restore_rng_state(saved, "cuda:0")  # resumed on another GPU index: restored onto the one it trains on
+    assert torch.equal(torch.rand(3), expected) and restored == {"state": cuda_state, "dev": "cuda:0"}
     torch.manual_seed(1)
     old = torch.get_rng_state()  # a checkpoint from before this change: the bare CPU state
     torch.rand(3)

@@ -59,3 +59,20 @@ def test_serve_fused_on_trt(trt_bundle, sim_dir, tmp_path):
     s = serve(out, [str(sim_dir)], tmp_path / "o", ServeOptions(backend="trt", fused=True, batch_size=48,
                                                                 cuda_graph=True, unit_rows=40), progress=False)
     assert s["backend"] == "trt" and s["counts"]["catalog_rows"] == 96
+
+
+def test_cuda_graph_replay_equals_the_ordinary_context(trt_bundle, sim_dir):
+    from lenstrt.bundle import Bundle
+    from lenstrt.data.readers import iter_batches
+    from lenstrt.runtime.select import build_ensemble
+
+    out, _ = trt_bundle
+    x = next(iter_batches(sim_dir, 32)).images
+    with build_ensemble(Bundle(out), "trt", "cuda", only=["resnet18-s0"]) as e:
+        plain = e.raw(x)[0]
+    with build_ensemble(Bundle(out), "trt", "cuda", only=["resnet18-s0"], cuda_graph_batch=32) as e:
+        assert e.runners[0]._graph is not None
+        graphed = [e.raw(x)[0], e.raw(x[:20])[0], e.raw(x)[0]]  # replay, the ordinary context, replay again
+    np.testing.assert_array_equal(graphed[0], plain)
+    np.testing.assert_array_equal(graphed[2], plain)
+    np.testing.assert_allclose(graphed[1], plain[:20], atol=1e-5)

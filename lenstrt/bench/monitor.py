@@ -56,7 +56,8 @@ class GpuMonitor:
                  ids: dict[str, Any] | None = None):
         """`nvml` and `ids` replace pynvml and the torch lookup (tests)."""
         self.device, self.interval = device, interval_s
-        self.samples: list[tuple[int, int]] = []
+        self.samples: list[tuple[int, int | None]] = []
+        self._util_ok = True
         self.error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -88,9 +89,15 @@ class GpuMonitor:
         try:
             while not self._stop.wait(self.interval):
                 mem = nv.nvmlDeviceGetMemoryInfo(self._handle).used
-                util = nv.nvmlDeviceGetUtilizationRates(self._handle).gpu
+                util = None
+                if self._util_ok:
+                    try:
+                        util = nv.nvmlDeviceGetUtilizationRates(self._handle).gpu
+                    except Exception as exc:  # MIG instances refuse utilisation; memory still counts
+                        self._util_ok = False
+                        self.error = f"no GPU utilisation: {type(exc).__name__}: {exc}"
                 self.samples.append((mem, util))
-        except Exception as exc:  # MIG instances and some drivers refuse utilisation queries
+        except Exception as exc:  # a driver that stops answering: keep what was sampled
             self.error = f"GPU metrics stopped: {type(exc).__name__}: {exc}"
 
     def _shutdown(self) -> None:
@@ -110,8 +117,9 @@ class GpuMonitor:
     def summary(self) -> dict | None:
         if not self.samples:
             return {"error": self.error} if self.error else None
+        utils = [u for _, u in self.samples if u is not None]
         out = {"gpu_mem_peak_gib": max(m for m, _ in self.samples) / 2**30,
-               "gpu_util_mean_pct": sum(u for _, u in self.samples) / len(self.samples)}
+               "gpu_util_mean_pct": sum(utils) / len(utils) if utils else None}
         if self.error:
             out["error"] = self.error
         return out

@@ -14,8 +14,9 @@ import time
 import numpy as np
 
 BACKENDS = {
-    "torch": ("torch", None, {}), "torch-amp": ("torch", None, {"amp": True}),
-    "torch-compile": ("torch", None, {"compile": True}),
+    # "torch" is the fp32 reference on every device (the Runner alone would autocast fp16 on CUDA)
+    "torch": ("torch", None, {"amp": False}), "torch-amp": ("torch", None, {"amp": True}),
+    "torch-compile": ("torch", None, {"compile": True, "amp": False}),
     "ort": ("ort", "cpu", {}), "ort-cuda": ("ort", "cuda", {}), "ort-trt": ("ort", "trt", {}), "trt": ("trt", "cuda", {}),
 }
 

@@ -16,11 +16,12 @@ def command(as_json: bool) -> None:
         click.echo(json.dumps(info, indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="lenstrt environment", show_header=False)
     for key, value in info.items():
         if isinstance(value, (list, dict)):
             value = json.dumps(value)
-        table.add_row(key, str(value))
+        table.add_row(key, escape(str(value)))  # "lenstrt[trt]" is text, not rich markup
     Console().print(table)

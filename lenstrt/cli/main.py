@@ -17,7 +17,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except LenstrtError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
-            sys.exit(1)
+            sys.exit(getattr(exc, "exit_code", 1))  # 130/143 for a run stopped by SIGINT/SIGTERM
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,9 +27,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from lenstrt.cli import bench, cloud, evaluate, export, info, preview, serve, simulate, train
+    from lenstrt.cli import bench, cloud, evaluate, export, info, preview, serve, simulate, train, verify
 
-    for mod in (info, simulate, preview, train, evaluate, export, serve, bench, cloud):
+    for mod in (info, simulate, preview, train, evaluate, export, serve, bench, cloud, verify):
         cli.add_command(mod.command)
 
 

@@ -40,7 +40,7 @@ def write_repository(bundle_dir: str | Path, repo: str | Path, gpu: bool = True)
             platform, fname = "onnxruntime_onnx", "model.onnx"
         d = repo / name
         (d / "1").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(b.path(src), d / "1" / fname)
+        shutil.copyfile(b.path(src, verify=True), d / "1" / fname)
         (d / "config.pbtxt").write_text(_config(name, platform, batch["max"], batch["opt"], inp["name"], chw,
                                                 outputs, gpu))
         written.append(name)

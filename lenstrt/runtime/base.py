@@ -64,15 +64,19 @@ def as_numpy(x) -> np.ndarray:
     return x.detach().float().cpu().numpy()
 
 
+# Outputs that are one value per row, [N, 1] in the graphs; `member_scores` is [N, M] and stays 2-D even
+# for a one-member ensemble.
+COLUMN_OUTPUTS = ("logits", "score", "score_std")
+
+
 def order_outputs(named: dict[str, np.ndarray], wanted: list[str], source: str = "model") -> Any:
     """A runner's outputs by name, in the order the Runner contract gives them: one array for a member
-    (`logits`), a tuple for the fused graph (`score`, `score_std`, `member_scores`). [N, 1] columns
+    (`logits`), a tuple for the fused graph (`score`, `score_std`, `member_scores`); the per-row outputs
     become [N]. Engines and sessions list outputs in their own order, so nothing may rely on it."""
     missing = [w for w in wanted if w not in named]
     if missing:
         raise BackendError(f"{source}: outputs {missing} missing (it has {sorted(named)}); re-export the bundle")
-    arrays = [named[w] for w in wanted]
-    arrays = [a[:, 0] if a.ndim == 2 and a.shape[1] == 1 else a for a in arrays]
+    arrays = [named[w][:, 0] if w in COLUMN_OUTPUTS and named[w].ndim == 2 else named[w] for w in wanted]
     return arrays[0] if len(arrays) == 1 else tuple(arrays)
 
 

@@ -24,7 +24,8 @@ PROVIDERS = {"cpu": ["CPUExecutionProvider"],
 
 
 def make_session(path: str | Path, device: str = "cpu", opt_level: str = "all", threads: int | None = None,
-                 provider_options: dict[str, dict[str, Any]] | None = None):
+                 provider_options: dict[str, dict[str, Any]] | None = None, model: bytes | None = None):
+    """An InferenceSession over `path` (or over `model`, its bytes already read and verified)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -38,7 +39,8 @@ def make_session(path: str | Path, device: str = "cpu", opt_level: str = "all", 
     providers = [p for p in wanted if p in avail]
     opts = [dict((provider_options or {}).get(p, {})) for p in providers]
     try:
-        return ort.InferenceSession(str(path), sess_options=so, providers=providers, provider_options=opts)
+        return ort.InferenceSession(model if model is not None else str(path), sess_options=so, providers=providers,
+                                    provider_options=opts)
     except Exception as exc:
         raise BackendError(f"{path}: ONNX Runtime cannot load it ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
 
@@ -62,13 +64,15 @@ def trt_provider_options(input_name: str, chw: tuple[int, int, int], batch: tupl
             "trt_profile_max_shapes": shape(batch[2])}
 
 
-def default_trt_cache_dir(model: Path) -> Path:
-    """~/.cache/lenstrt/ort-trt/<hash of the graph file's path and size>: one cache per graph, outside the bundle."""
+def default_trt_cache_dir(model: Path, gpu: str = "") -> Path:
+    """~/.cache/lenstrt/ort-trt/<graph>-<hash of its path, size, time and the GPU's name>: one cache per graph
+    and GPU model, outside the bundle."""
     import hashlib
 
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lenstrt" / "ort-trt"
     st = model.stat()
-    tag = hashlib.sha256(f"{model.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    # and by GPU model: a home directory shared by H100 and H200 nodes (both sm 9.0) must not share engines
+    tag = hashlib.sha256(f"{model.resolve()}:{st.st_size}:{st.st_mtime_ns}:{gpu}".encode()).hexdigest()[:16]
     return base / f"{model.stem}-{tag}"
 
 
@@ -79,8 +83,10 @@ class OrtRunner(Runner):
 
     def __init__(self, name: str, path: str | Path, device: str = "cpu", opt_level: str = "all",
                  threads: int | None = None, trt_cache_dir: str | None = None, output_names: list[str] | None = None,
-                 batch: tuple[int, int, int] | None = None):
+                 batch: tuple[int, int, int] | None = None, sha256: str | None = None):
+        """`sha256`: the manifest's digest; the graph is refused if its bytes differ."""
         super().__init__(name)
+        self.sha256 = sha256
         self.path, self.device, self.opt_level, self.threads = Path(path), device, opt_level, threads
         self.trt_cache_dir, self.output_names, self.batch = trt_cache_dir, output_names, batch
         self.session = None
@@ -90,7 +96,10 @@ class OrtRunner(Runner):
 
         opts: dict[str, dict[str, Any]] = {}
         if self.device == "trt":
-            cache = Path(self.trt_cache_dir) if self.trt_cache_dir else default_trt_cache_dir(self.path)
+            import torch
+
+            gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else ""
+            cache = Path(self.trt_cache_dir) if self.trt_cache_dir else default_trt_cache_dir(self.path, gpu)
             cache.mkdir(parents=True, exist_ok=True)
             graph_in = onnx.load(str(self.path), load_external_data=False).graph.input[0]
             dims = [d.dim_value for d in graph_in.type.tensor_type.shape.dim[1:]]
@@ -101,7 +110,10 @@ class OrtRunner(Runner):
             opts["TensorrtExecutionProvider"] = trt_provider_options(graph_in.name, (dims[0], dims[1], dims[2]),
                                                                      batch, cache, fp16=False)
             self.max_batch = batch[2]  # a shape outside the profile is an error: the ensemble splits batches
-        self.session = make_session(self.path, self.device, self.opt_level, self.threads, opts)
+        from lenstrt.bundle import read_verified
+
+        model = read_verified(self.path, self.sha256)
+        self.session = make_session(self.path, self.device, self.opt_level, self.threads, opts, model=model)
         got = self.session.get_providers()
         wanted = PROVIDERS[self.device][0]
         if wanted not in got:

@@ -110,7 +110,7 @@ def build_ensemble(bundle: Bundle, backend: str, device: str, fused: bool = Fals
             from lenstrt.runtime.torch import TorchRunner
 
             runners.append(TorchRunner(m.name, bundle.path(m.entry["checkpoint"]), device, amp=amp, compile=compile,
-                                       mc_samples=mc_samples, threads=cores))
+                                       mc_samples=mc_samples, threads=cores, sha256=m.entry["checkpoint"]["sha256"]))
         else:
             runners.append(_runner(bundle, backend, device, m.name, m.entry["artifacts"], per, cuda_graph_batch,
                                    [bundle.manifest["output"]["name"]]))
@@ -130,6 +130,6 @@ def _runner(bundle: Bundle, backend: str, device: str, name: str, arts: dict, th
 
     art = arts["onnx_fp16"] if device in ("cuda", "trt") and "onnx_fp16" in arts else arts["onnx"]
     b = bundle.manifest.get("batch", {})
-    batch = (b["min"], b["opt"], b["max"]) if b else None
+    batch = (1, b["opt"], b["max"]) if b else None  # ORT builds its own engines: min 1 takes a unit's last batch
     return OrtRunner(name, bundle.path(art), device, art.get("ort_opt_level", "all"), threads, output_names=outputs,
-                     batch=batch)
+                     batch=batch, sha256=art["sha256"])

@@ -16,8 +16,9 @@ class TorchRunner(Runner):
     asynchronous = True  # on CUDA; on a CPU infer_async computes before it returns
 
     def __init__(self, name: str, checkpoint: str | Path, device: str = "cpu", amp: bool | None = None,
-                 compile: bool = False, mc_samples: int = 0, threads: int | None = None):
+                 compile: bool = False, mc_samples: int = 0, threads: int | None = None, sha256: str | None = None):
         super().__init__(name)
+        self.sha256 = sha256  # the manifest's digest: a changed checkpoint is refused
         self.checkpoint, self.device, self.amp, self.compile = Path(checkpoint), device, amp, compile
         self.mc_samples, self.threads = mc_samples, threads
         self.model = None
@@ -28,8 +29,9 @@ class TorchRunner(Runner):
         import torch
 
         from lenstrt import checkpoint as ck
+        from lenstrt.bundle import read_verified
 
-        c = ck.load(self.checkpoint)
+        c = ck.load(self.checkpoint, data=read_verified(self.checkpoint, self.sha256))
         self._spec = {"name": "images", "shape": [-1, len(c["bands"]), c["image_size"], c["image_size"]],
                       "dtype": "float32"}
         model = ck.build_model(c).to(self.device)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from lenstrt.bundle import check_engine
+from lenstrt.bundle import check_engine, read_verified
 from lenstrt.errors import BackendError
 from lenstrt.runtime.base import Runner, as_numpy, batch_ranges, order_outputs
 
@@ -66,7 +66,7 @@ class TrtRunner(Runner):
                      self.bundle_dir)
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
-        blob = self.plan.read_bytes()
+        blob = read_verified(self.plan, self.engine_entry.get("sha256"))
         self.engine = self._deserialize(blob)
         self.context = self._context(self.engine)
         self.stream = torch.cuda.Stream(device=self.device)
@@ -86,7 +86,7 @@ class TrtRunner(Runner):
         self.info.update(device=self.device, tensorrt=str(trt.__version__), gpu=torch.cuda.get_device_name(),
                          profile_batch=[self.min_batch, self.profile_max])
         if self.cuda_graph_batch:
-            self._capture(blob, shape)
+            self._capture(shape)
         self.info.update(cuda_graph_batch=self.cuda_graph_batch)
         super().activate()
 
@@ -114,12 +114,12 @@ class TrtRunner(Runner):
         if not context.set_input_shape(name, tuple(x.shape)):
             raise BackendError(f"{self.plan.name}: TensorRT refused input shape {tuple(x.shape)} (engine profile "
                                f"batch {self.min_batch}..{self.profile_max}); re-export with --batch MIN,OPT,MAX")
-        context.set_tensor_address(name, int(x.data_ptr()))
-        outs: dict[str, Any] = {}
-        for o in self.outputs:
-            shape = tuple(_dims(context.get_tensor_shape(o)))
-            outs[o] = torch.empty(shape, dtype=self._dtypes[o], device=self.device)
-            context.set_tensor_address(o, int(outs[o].data_ptr()))
+        outs: dict[str, Any] = {o: torch.empty(tuple(_dims(context.get_tensor_shape(o))), dtype=self._dtypes[o],
+                                               device=self.device) for o in self.outputs}
+        for n, t in ((name, x), *outs.items()):
+            # TensorRT needs 256-byte aligned addresses; a False here would leave the last call's address bound
+            if not context.set_tensor_address(n, int(t.data_ptr())):
+                raise BackendError(f"{self.plan.name}: TensorRT refused the address of tensor {n!r}")
         return outs
 
     def _execute(self, context: Any) -> None:
@@ -127,7 +127,7 @@ class TrtRunner(Runner):
         if not context.execute_async_v3(self.stream.cuda_stream):
             raise BackendError(f"{self.plan.name}: TensorRT execute_async_v3 failed (see the TensorRT log above)")
 
-    def _capture(self, blob: bytes, shape: list[int]) -> None:
+    def _capture(self, shape: list[int]) -> None:
         import torch
 
         b = min(int(self.cuda_graph_batch or 0), self.profile_max)
@@ -135,10 +135,10 @@ class TrtRunner(Runner):
             raise BackendError(f"{self.plan.name}: CUDA graph batch {self.cuda_graph_batch} is outside the engine "
                                f"profile ({self.min_batch}..{self.profile_max})")
         self.cuda_graph_batch = b
-        # An engine of its own, not only a context: TensorRT before 10 forbade two contexts sharing one
-        # optimization profile, and our classifiers' weights are small (tens of MB).
-        self._graph_engine = self._deserialize(blob)
-        self._graph_ctx = self._context(self._graph_engine)
+        # A context of its own (TensorRT >= 10 gives every new context profile 0, and two contexts may share
+        # it; both enqueue only on this runner's stream, so they never run at once). Cost: a second
+        # activation block sized for the profile's max batch.
+        self._graph_ctx = self._context(self.engine)
         self._static_in = torch.zeros([b, *shape[1:]], dtype=self._dtypes[self.inputs[0]], device=self.device)
         self._static_out = self._bind(self._graph_ctx, self._static_in)
         with torch.cuda.stream(self.stream):
@@ -163,9 +163,9 @@ class TrtRunner(Runner):
                     self._graph.replay()
                     outs = self._static_out  # read by the copy below, in stream order, before the next replay
                 else:
-                    outs = self._bind(self.context, x[a:b])
+                    outs = self._bind(self.context, _engine_slice(x, a, b, self.min_batch))
                     self._execute(self.context)
-                host.append({k: v.to("cpu", non_blocking=True) for k, v in outs.items()})
+                host.append({k: v[:b - a].to("cpu", non_blocking=True) for k, v in outs.items()})
             event = torch.cuda.Event()
             event.record(self.stream)
         return host, event, x  # x stays referenced until the work is done
@@ -183,10 +183,22 @@ class TrtRunner(Runner):
         if self.stream is not None:  # no context may be destroyed while its work is still on the stream
             self.stream.synchronize()
         self._graph = None
-        for attr in ("_static_out", "_static_in", "_graph_ctx", "_graph_engine", "context", "engine", "runtime"):
+        for attr in ("_static_out", "_static_in", "_graph_ctx", "context", "engine", "runtime"):
             if hasattr(self, attr):
                 delattr(self, attr)
         super().deactivate()
+
+
+def _engine_slice(x: Any, a: int, b: int, min_batch: int) -> Any:
+    """Rows a:b of a device batch as the engine may take them: at a 256-byte aligned address (a view into
+    the middle of the batch need not be: TensorRT requires it) and, below the profile's minimum batch,
+    zero-padded up to it (the caller keeps only the first b - a output rows)."""
+    import torch
+
+    v = x[a:b]
+    if b - a < min_batch:
+        return torch.cat([v, v.new_zeros((min_batch - (b - a), *v.shape[1:]))])
+    return v if v.data_ptr() % 256 == 0 else v.clone()
 
 
 def _torch_dtype(dt: Any) -> Any:

@@ -95,7 +95,15 @@ def serve_ray(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: 
               address: str | None = "auto", workers: int | None = None, gpus_per_worker: float | None = None,
               progress: bool = True, log=print) -> dict[str, Any]:
     """`address`: 'auto' (a running cluster, else a local one), a cluster address, or None (use the Ray
-    session this process already started)."""
+    session this process already started). The driver holds the output directory's lock, as serve does."""
+    from lenstrt.serve.control import OutputLock, usable_output_dir
+
+    out = usable_output_dir(out)
+    with OutputLock(out):
+        return _serve_ray(bundle_dir, inputs, out, opts, address, workers, gpus_per_worker, progress, log)
+
+
+def _serve_ray(bundle_dir, inputs, out, opts, address, workers, gpus_per_worker, progress, log) -> dict[str, Any]:
     ray = _ray()
     t_start = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -112,26 +112,27 @@ def forward_loss(model, x, y, device: str, step: int, seed: int, augment: bool, 
 
 
 def rng_state(device: str) -> dict[str, Any]:
-    """Every generator dropout and initialisation draw from: the CPU's and, on CUDA, each GPU's
-    (dropout on a CUDA tensor draws from the CUDA generator, so the CPU state alone does not make a
-    CUDA resume exact)."""
+    """The generators dropout and initialisation draw from: the CPU's and, on CUDA, the training GPU's
+    (dropout on a CUDA tensor draws from the CUDA generator, so the CPU state alone does not make a CUDA
+    resume exact). Only the training device's: a resume with other GPUs visible must still work."""
     import torch
 
     state: dict[str, Any] = {"cpu": torch.get_rng_state()}
     if device.startswith("cuda"):
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
 def restore_rng_state(saved: dict[str, Any] | Any, device: str) -> None:
-    """Inverse of `rng_state`; also reads checkpoints that saved the bare CPU state."""
+    """Inverse of `rng_state`, onto the device this run trains on; also reads checkpoints that saved the
+    bare CPU state."""
     import torch
 
-    if not isinstance(saved, dict):  # checkpoints written before the CUDA states were saved
+    if not isinstance(saved, dict):  # checkpoints written before the CUDA state was saved
         saved = {"cpu": saved}
     torch.set_rng_state(saved["cpu"])
     if device.startswith("cuda") and "cuda" in saved:
-        torch.cuda.set_rng_state_all(saved["cuda"])
+        torch.cuda.set_rng_state(saved["cuda"], device)
 
 
 class Trainer:
