@@ -37,3 +37,21 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def writable_dir(path: str | Path, flag: str = "--out") -> Path:
+    """Creates `path` (and its parents) and checks a file can be written in it: an output directory that
+    cannot be used is one line naming it, before any work, not a traceback after some."""
+    from lenstrt.errors import InputError
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise InputError(f"{path}: cannot be used as {flag} ({why}); choose a directory you can create and "
+                         "write") from exc
+    return path

@@ -24,6 +24,10 @@ FULL_SUITE = {"backends": "torch,torch-amp,torch-compile,ort,ort-cuda,ort-trt,tr
 def command(bundle_dir, backends, batch_sizes, ensemble, warmup_ms, duration_s, data, price_per_hour, instance,
             compare_amp, full_suite, output_dir):
     """PyTorch vs ONNX Runtime vs TensorRT: throughput, latency, memory and agreement side by side."""
+    from lenstrt.io import writable_dir
+
+    writable_dir(output_dir, "--output-dir")  # before any work: an unusable output is one line
+
     from lenstrt.bench.harness import BenchSpec, run_bench
     from lenstrt.bench.report import print_table, write
     from lenstrt.cli.options import int_list
@@ -42,6 +46,9 @@ def command(bundle_dir, backends, batch_sizes, ensemble, warmup_ms, duration_s, 
     spec = BenchSpec(backends=tuple(bl), batch_sizes=tuple(int_list(batch_sizes) or [64]),
                      ensemble=tuple(e.strip() for e in ensemble.split(",")), warmup_ms=warmup_ms, duration_s=duration_s,
                      price_per_hour=price_per_hour, instance=instance)
+    from lenstrt.bundle import Bundle
+
+    Bundle(bundle_dir)  # a missing or corrupt bundle is one line before anything is printed
     click.echo(f"benchmarking {bundle_dir}: each configuration in its own process")
     report = run_bench(bundle_dir, spec, list(data) or None, progress=click.echo)
     paths = write(report, output_dir)

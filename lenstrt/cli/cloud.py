@@ -11,7 +11,7 @@ def command() -> None:
 
 
 @command.command("estimate")
-@click.option("--cutouts", type=float, required=True, help="How many cutouts to score (e.g. 1.5e9).")
+@click.option("--cutouts", type=click.FloatRange(min=1), required=True, help="How many cutouts to score (e.g. 1.5e9).")
 @click.option("--bench", "bench_json", type=click.Path(dir_okay=False), default=None,
               help="bench.json: use its measured throughput instead of the GPU assumptions.")
 @click.option("--instance", "instances", multiple=True, help="Limit to these instances (repeatable).")
@@ -72,8 +72,9 @@ def estimate_cmd(cutouts, bench_json, instances, spot, live, region, as_json):
 @click.option("--region", default=None)
 @click.option("--iam-instance-profile", default=None, help="Instance profile with S3 access (no keys in user data).")
 @click.option("--key-name", default=None)
-@click.option("--lenstrt-spec", default="lenstrt[trt,gpu]", show_default=True,
-              help="What the instance pip-installs (a version, a git URL or an s3-hosted wheel).")
+@click.option("--lenstrt-spec", default=None,
+              help="What the instance pip-installs: a wheel file or a pip requirement (a git URL...) "
+                   "[a wheel of this lenstrt, built here and shipped with the job].")
 @click.option("--endpoint-url", default=None, hidden=True)
 def launch_cmd(instance_type, spot, bundle, input_s3, out_s3, max_hours, ami, region, iam_instance_profile, key_name,
                lenstrt_spec, endpoint_url):
@@ -134,12 +135,19 @@ def terminate_cmd(instance_ids, region, endpoint_url):
 @click.option("--clouds", default="aws,gcp,azure", show_default=True)
 @click.option("--idle-minutes", type=int, default=10, show_default=True, help="Autostop after this idle time.")
 @click.option("--output", "output_path", default="lenstrt-sky.yaml", show_default=True)
-def skypilot_cmd(accelerator, bundle, input_url, out_url, spot, clouds, idle_minutes, output_path):
+@click.option("--lenstrt-spec", default=None,
+              help="What the cluster pip-installs: a wheel file or a pip requirement [a wheel of this lenstrt].")
+def skypilot_cmd(accelerator, bundle, input_url, out_url, spot, clouds, idle_minutes, output_path, lenstrt_spec):
     """Write a SkyPilot task YAML for the job (sky launch / sky jobs launch)."""
+    from pathlib import Path
+
+    from lenstrt.cloud.package import resolve
     from lenstrt.cloud.skypilot import task, to_yaml
 
+    # the wheel sits beside the task file: SkyPilot mounts it from there when the task launches
+    install = resolve(lenstrt_spec, Path(output_path).resolve().parent / "lenstrt-wheels")
     spec = task(accelerator, bundle, input_url, out_url, spot=spot, clouds=tuple(clouds.split(",")),
-                idle_minutes=idle_minutes)
+                idle_minutes=idle_minutes, install=install)
     with open(output_path, "w") as fh:
         fh.write(to_yaml(spec))
     click.echo(f"wrote {output_path}: `sky jobs launch {output_path}` (managed spot) or `sky launch {output_path}`")

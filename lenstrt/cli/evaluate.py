@@ -16,6 +16,10 @@ from lenstrt.cli import options
 @options.quiet
 def command(checkpoint, data, out, device, batch_size, prevalence, quiet):  # quiet: accepted like every command; no bars here
     """ROC AUC, TPR at FPR 1e-2/1e-3, TPR0/TPR10, ECE, completeness; metrics.json and plots."""
+    from lenstrt.io import writable_dir
+
+    writable_dir(out, "--out")  # before any work: an unusable output is one line
+
     from lenstrt.train.evaluate import evaluate
 
     res = evaluate(checkpoint, list(data), out, device=device, batch_size=batch_size, prevalence=prevalence)

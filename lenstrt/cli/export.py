@@ -28,6 +28,9 @@ def command(checkpoints, out, fp16, fuse, batch, triton_repo, require_trt, data,
     if b is None or len(b) != 3:
         raise click.BadParameter("expected MIN,OPT,MAX", param_hint="--batch")
     out = out or str(Path("engines") / Path(checkpoints[0]).resolve().name)
+    from lenstrt.io import writable_dir
+
+    writable_dir(Path(out).resolve().parent, "--out's parent")  # the bundle is built beside it, then renamed
     manifest = export_bundle(list(checkpoints), out, fp16=fp16, fuse=fuse, batch=tuple(b), triton=triton_repo,
                              require_trt=require_trt, data=list(data) or None, n_val=n_val,
                              log=(lambda *a: None) if quiet else click.echo)

@@ -12,6 +12,24 @@ from lenstrt.errors import LenstrtError
 
 
 class _Group(click.Group):
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Click's own usage errors (a bad option value, a missing argument) as one line too, like ours."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else "lenstrt"
+            click.secho(f"error: {exc.format_message()} (see `{where} --help`)", fg="red", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -28,8 +46,9 @@ def cli() -> None:
 
 def _register() -> None:
     from lenstrt.cli import bench, cloud, evaluate, export, info, preview, serve, simulate, train, verify
+    from lenstrt.cli import cutout as cutout_cmd
 
-    for mod in (info, simulate, preview, train, evaluate, export, serve, bench, cloud, verify):
+    for mod in (info, simulate, preview, train, evaluate, export, cutout_cmd, serve, bench, cloud, verify):
         cli.add_command(mod.command)
 
 

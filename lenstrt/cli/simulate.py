@@ -19,6 +19,10 @@ from lenstrt.cli import options
 @options.quiet
 def command(n, seed, survey, out, shard_size, lens_fraction, companion_fraction, image_size, preview, quiet):
     """Simulate lens / non-lens cutouts (SIE+shear, Sersic light, PSF, noise) into HDF5 shards."""
+    from lenstrt.io import writable_dir
+
+    writable_dir(out, "--out")  # before any work: an unusable output is one line
+
     import time
 
     from lenstrt.data.simulate import SimSpec, simulate

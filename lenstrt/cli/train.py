@@ -30,6 +30,10 @@ from lenstrt.cli import options
 def command(data, arch, members, epochs, max_steps, time_budget_min, batch_size, lr, amp, amp_dtype,
             grad_checkpointing, scheduler, val_every, seed, simulate_on_the_fly, device, resume, out, config_path, quiet):
     """Train lens classifiers (an ensemble with several --arch / --members) with AMP and calibration."""
+    from lenstrt.io import writable_dir
+
+    writable_dir(out, "--out")  # before any work: an unusable output is one line
+
     from lenstrt.config import load_config, override
     from lenstrt.train.trainer import train
 

@@ -14,7 +14,7 @@ from typing import Any
 from lenstrt.errors import LenstrtError
 
 TAG = "lenstrt"
-_BOOTSTRAP = Path(__file__).resolve().parents[2] / "scripts" / "cloud_bootstrap.sh"
+_BOOTSTRAP = Path(__file__).resolve().parent / "bootstrap.sh"  # package data: wheels carry it too
 _SECRET = re.compile(r"(AKIA|ASIA)[A-Z0-9]{16}|aws_secret_access_key\s*=\s*\S+", re.I)
 
 
@@ -75,12 +75,13 @@ def upload_dir(local: str | Path, s3_url: str, region: str | None = None, endpoi
     return keys
 
 
-def user_data(job: str, bundle_s3: str, input_s3: str, out_s3: str, max_hours: float, lenstrt_spec: str,
-              serve_args: str = "") -> str:
-    """The bootstrap script (scripts/cloud_bootstrap.sh) with the job's values filled in."""
+def user_data(job: str, bundle_s3: str, input_s3: str, out_s3: str, max_hours: float, pip_install: str,
+              serve_args: str = "", wheel_s3: str = "") -> str:
+    """The bootstrap script (lenstrt/cloud/bootstrap.sh) with the job's values filled in."""
     text = _BOOTSTRAP.read_text()
     values = {"JOB": job, "BUNDLE_S3": bundle_s3, "INPUT_S3": input_s3, "OUT_S3": out_s3,
-              "MAX_MINUTES": str(int(max_hours * 60)), "LENSTRT_SPEC": lenstrt_spec, "SERVE_ARGS": serve_args}
+              "MAX_MINUTES": str(int(max_hours * 60)), "PIP_INSTALL": pip_install, "SERVE_ARGS": serve_args,
+              "WHEEL_S3": wheel_s3}
     for k, v in values.items():
         text = text.replace("{{" + k + "}}", v)
     return text
@@ -89,15 +90,19 @@ def user_data(job: str, bundle_s3: str, input_s3: str, out_s3: str, max_hours: f
 def launch(instance_type: str, bundle: str, input_s3: str, out_s3: str, *, spot: bool = True, ami: str | None = None,
            region: str | None = None, max_hours: float = 12.0, job: str | None = None,
            iam_instance_profile: str | None = None, key_name: str | None = None,
-           lenstrt_spec: str = "lenstrt[trt,gpu]", serve_args: str = "", endpoint_url: str | None = None) -> dict[str, Any]:
+           lenstrt_spec: str | None = None, serve_args: str = "", endpoint_url: str | None = None,
+           work: Path | None = None) -> dict[str, Any]:
+    """`lenstrt_spec` None ships a wheel of the running lenstrt (cloud/package.py); it is resolved before
+    anything is uploaded or started, so a spec the instance could not install fails here."""
+    import tempfile
+
+    from lenstrt.cloud.package import resolve
+
     job = job or f"lenstrt-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
-    if not bundle.startswith("s3://"):
-        if not (Path(bundle) / "manifest.json").is_file():
-            raise CloudError(f"{bundle}: not a bundle directory (no manifest.json) and not an s3:// URL")
-        bucket, _ = parse_s3(out_s3)
-        dest = f"s3://{bucket}/lenstrt/bundles/{job}"
-        upload_dir(bundle, dest, region, endpoint_url)
-        bundle = dest
+    # Everything that can fail is checked before anything is uploaded or started.
+    if not bundle.startswith("s3://") and not (Path(bundle) / "manifest.json").is_file():
+        raise CloudError(f"{bundle}: not a bundle directory (no manifest.json) and not an s3:// URL")
+    install = resolve(lenstrt_spec, work or Path(tempfile.mkdtemp(prefix="lenstrt-wheel-")))
     ec2 = _client("ec2", region, endpoint_url)
     if ami is None:
         ssm = _client("ssm", region, endpoint_url)
@@ -106,9 +111,20 @@ def launch(instance_type: str, bundle: str, input_s3: str, out_s3: str, *, spot:
             ami = _call(ssm.get_parameter, Name=name)["Parameter"]["Value"]
         except CloudError as exc:
             raise CloudError(f"could not resolve the Deep Learning AMI ({exc}); pass --ami") from exc
+    bucket, _ = parse_s3(out_s3)
+    wheel_s3 = ""
+    if install.wheel is not None:
+        wheel_s3 = f"s3://{bucket}/lenstrt/jobs/{job}/{install.wheel.name}"
+        _call(_client("s3", region, endpoint_url).upload_file, str(install.wheel), bucket,
+              f"lenstrt/jobs/{job}/{install.wheel.name}")
+    if not bundle.startswith("s3://"):
+        dest = f"s3://{bucket}/lenstrt/bundles/{job}"
+        upload_dir(bundle, dest, region, endpoint_url)
+        bundle = dest
     params: dict[str, Any] = {
         "ImageId": ami, "InstanceType": instance_type, "MinCount": 1, "MaxCount": 1,
-        "UserData": user_data(job, bundle, input_s3, out_s3, max_hours, lenstrt_spec, serve_args),
+        "UserData": user_data(job, bundle, input_s3, out_s3, max_hours, install.pip_arg("/opt/lenstrt/wheels"),
+                              serve_args, wheel_s3),
         "InstanceInitiatedShutdownBehavior": "terminate",
         "TagSpecifications": [{"ResourceType": "instance", "Tags": [
             {"Key": TAG, "Value": "1"}, {"Key": f"{TAG}:job", "Value": job}, {"Key": "Name", "Value": job},
@@ -124,7 +140,8 @@ def launch(instance_type: str, bundle: str, input_s3: str, out_s3: str, *, spot:
     res = _call(ec2.run_instances, **params)
     inst = res["Instances"][0]
     return {"job": job, "instance_id": inst["InstanceId"], "instance_type": instance_type, "spot": spot,
-            "bundle": bundle, "input": input_s3, "out": out_s3, "max_hours": max_hours, "ami": ami}
+            "bundle": bundle, "input": input_s3, "out": out_s3, "max_hours": max_hours, "ami": ami,
+            "lenstrt": {"version": install.version, "wheel": wheel_s3 or None, "requirement": install.requirement or None}}
 
 
 def status(region: str | None = None, endpoint_url: str | None = None) -> list[dict[str, Any]]:

@@ -5,12 +5,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from lenstrt.cloud.package import Install
+
 CLOUDS = ("aws", "gcp", "azure")
+
+
+WHEEL_DIR = "/lenstrt/wheels"
 
 
 def task(accelerator: str, bundle: str, input_url: str, out_url: str, *, spot: bool = True,
          clouds: tuple[str, ...] = CLOUDS, job: str = "lenstrt-serve", idle_minutes: int = 10,
-         lenstrt_spec: str = "lenstrt[trt,gpu]", serve_args: str = "") -> dict[str, Any]:
+         install: Install | None = None, serve_args: str = "") -> dict[str, Any]:
+    """`install`: what the task installs (cloud/package.py); its wheel, if any, is a file mount, so the
+    cluster runs the lenstrt the user wrote the task with."""
+    install = install or Install(None, "lenstrt[trt,gpu]", "?")
+    mounts: dict[str, Any] = {}
+    if install.wheel is not None:
+        mounts[f"{WHEEL_DIR}/{install.wheel.name}"] = str(install.wheel.resolve())
     return {
         "name": job,
         "resources": {
@@ -20,8 +31,9 @@ def task(accelerator: str, bundle: str, input_url: str, out_url: str, *, spot: b
             "autostop": {"idle_minutes": idle_minutes},
             "job_recovery": "FAILOVER" if spot else "none",
         },
-        "envs": {"LENSTRT_SPEC": lenstrt_spec},
+        "envs": {"LENSTRT_SPEC": install.pip_arg(WHEEL_DIR)},
         "file_mounts": {
+            **mounts,
             "/lenstrt/bundle_src": bundle,
             "/lenstrt/input": input_url,
             "/lenstrt/out": {"source": out_url, "mode": "MOUNT"},

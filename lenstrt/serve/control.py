@@ -30,17 +30,9 @@ class Interrupted(LenstrtError):
 
 
 def usable_output_dir(out: str | Path) -> Path:
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test.{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        why = exc.strerror or type(exc).__name__
-        raise InputError(f"{out}: cannot be used as --out ({why}); choose a directory you can create and "
-                         "write") from exc
-    return out
+    from lenstrt.io import writable_dir
+
+    return writable_dir(out, "--out")
 
 
 class OutputLock:
