@@ -32,6 +32,14 @@ $L serve --bundle "$OUT/bundle" --input "$OUT/data/catalog" --out "$OUT/serve" -
 echo "top candidates:"
 head -n 6 "$OUT/serve/candidates.csv" | cut -d, -f1-5 | column -t -s,
 
+step "6b/7 cutout: stamps at catalog positions from simulated survey tiles, scored with ids and sky positions"
+.venv/bin/python -m lenstrt.data.mock_tiles --data "$OUT/data/catalog" --out "$OUT/survey" --n 400
+$L cutout --tiles "$OUT/survey/tiles/*_{band}.fits" --catalog "$OUT/survey/objects.parquet" --size 64 \
+    --bands g,r,i --out "$OUT/survey/stamps" -q
+$L serve --bundle "$OUT/bundle" --input "$OUT/survey/stamps" --out "$OUT/survey/serve" --keep-columns ra,dec,theta_e -q
+.venv/bin/python -c "from astropy.table import Table; Table.read('$OUT/survey/serve/candidates.csv')['id','ra','dec','score','flags'][:5].pprint()"
+$L verify "$OUT/bundle" | tail -n 1
+
 step "7/7 bench: PyTorch vs ONNX Runtime, speed and agreement (short run)"
 $L bench --bundle "$OUT/bundle" --batch-sizes 1,64 --ensemble members,separate,fused --duration-s 1 \
     --instance g4dn.xlarge --output-dir "$OUT/bench"

@@ -86,7 +86,10 @@ def test_launch_status_logs_terminate(bundle_dir, moto_url):
     other_id = other["Instances"][0]["InstanceId"]
     listed = aws.status(endpoint_url=moto_url)
     assert [s["instance_id"] for s in listed] == [r["instance_id"]]  # only lenstrt's own
-    assert aws.logs(r["instance_id"], endpoint_url=moto_url)
+    console = ec2.get_console_output(InstanceId=r["instance_id"]).get("Output", "")
+    assert aws.logs(r["instance_id"], endpoint_url=moto_url) == (aws.redact(console) or "(no console output yet)")
+    with pytest.raises(aws.CloudError, match="not a lenstrt instance"):
+        aws.logs(other_id, endpoint_url=moto_url)  # refuses to read other instances' consoles
     with pytest.raises(aws.CloudError, match="not a lenstrt instance"):
         aws.terminate([other_id], endpoint_url=moto_url)
     assert aws.terminate([], endpoint_url=moto_url) == [r["instance_id"]]

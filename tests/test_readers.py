@@ -103,3 +103,40 @@ def test_glob(tmp_path, cube):
     assert len(expand_paths(str(tmp_path / "part*.npy"))) == 3
     with pytest.raises(InputError):
         expand_paths(str(tmp_path / "zzz*.npy"))
+
+
+def test_band_names_match_survey_spellings():
+    from lenstrt.data.readers.base import band_matches, band_order
+
+    assert band_matches("HSC-G", "g") and band_matches("g DECam SDSS c0001 4720.0 1520.0", "g")
+    assert band_matches("HSC-I2", "i") and band_matches("EUC_VIS", "VIS") and not band_matches("HSC-R", "g")
+    assert band_order(("i", "g", "r"), ("g", "r", "i"), "x") == [1, 2, 0]
+    with pytest.raises(InputError, match="x: no band 'z'"):
+        band_order(("g", "r"), ("g", "z"), "x")
+
+
+def test_fit_size_crops_and_pads_a_few_pixels(cube):
+    from lenstrt.data.readers import fit_size
+
+    out, changed = fit_size(cube, (12, 12), "f")
+    assert changed and out.shape == (10, 3, 12, 12)
+    np.testing.assert_array_equal(out, cube[..., 2:14, 2:14])
+    out, _ = fit_size(cube[..., 1:15, 1:15], (16, 16), "f")
+    assert np.isnan(out[..., 0, :]).all() and np.array_equal(out[..., 1:15, 1:15], cube[..., 1:15, 1:15])
+    with pytest.raises(InputError, match="16x16 px, the bundle expects 64x64"):
+        fit_size(cube, (64, 64), "f")
+
+
+def test_mef_picks_image_hdus_and_orders_bands(tmp_path, cube):
+    from lenstrt.data.readers import ReadSpec
+
+    hdus = [fits.PrimaryHDU(), fits.ImageHDU(np.zeros((16, 16), np.int32), name="MASK")]
+    for b, band in ((2, "i"), (0, "g"), (1, "r")):
+        hdus += [fits.ImageHDU(cube[0, b], header=fits.Header([("FILTER", band)]), name=f"IMAGE_{band}"),
+                 fits.ImageHDU(np.ones((16, 16), np.float32), name=f"VARIANCE_{band}")]
+    fits.HDUList(hdus).writeto(tmp_path / "obj7.fits")
+    (b,) = list(iter_batches(tmp_path / "obj7.fits", 4, ReadSpec(bands=("g", "r", "i"))))
+    assert b.ids == ["obj7"] and b.images.shape == (1, 3, 16, 16)
+    np.testing.assert_array_equal(b.images[0], cube[0])
+    with pytest.raises(InputError, match="no band 'z'"):
+        inspect(tmp_path / "obj7.fits", ReadSpec(bands=("g", "r", "z")))

@@ -76,8 +76,27 @@ def test_photometry_is_physical():
     band = survey.bands[1]
     sigma = np.sqrt(ph.sky_counts(band, survey.pixel_scale) + ph.read_variance(band))
     assert abs(corner.std() / sigma - 1) < 0.1
-    # lenses carry extra (arc) flux at the Einstein radius relative to plain galaxies of similar brightness
+    # lenses carry extra (arc) flux around the Einstein radius relative to plain galaxies: per lens, the g-band
+    # surface brightness in rings at r / theta_E (normalised by the lens galaxy's own flux) minus the median of
+    # the plain galaxies' in the same rings
     assert np.all(arrays["theta_e"][lens] > 0) and np.all(arrays["theta_e"][~lens] == 0)
+    c = (np.arange(img.shape[-1]) - (img.shape[-1] - 1) / 2) * survey.pixel_scale
+    r = np.hypot(*np.meshgrid(c, c, indexing="ij"))
+    g = img[:, 0] / ph.mag_to_counts(arrays["lens_mags"][:, 0], survey.bands[0])[:, None, None]
+    rings = [(0.75, 1.25), (2.0, 2.5)]  # around theta_E, and well outside it
+
+    def profile(rows, theta_e):
+        return np.stack([g[rows][:, (r >= lo * theta_e) & (r < hi * theta_e)].mean(1) for lo, hi in rings], 1)
+
+    lens_idx, gal_idx = np.flatnonzero(lens), np.flatnonzero(gal)
+    excess = np.array([profile([i], arrays["theta_e"][i])[0] - np.median(profile(gal_idx, arrays["theta_e"][i]), 0)
+                       for i in lens_idx])
+    assert (excess[:, 0] > 0).mean() > 0.9                          # almost every lens is brighter at theta_E
+    assert np.median(excess[:, 0]) > 10 * abs(np.median(excess[:, 1]))  # and the extra light is there, not beyond
+    # the same comparison between plain galaxies finds nothing: half above the median, half below
+    control = np.array([profile([j], arrays["theta_e"][k])[0, 0] - np.median(profile(np.delete(gal_idx, n),
+                        arrays["theta_e"][k])[:, 0]) for n, (j, k) in enumerate(zip(gal_idx, lens_idx))])
+    assert 0.3 < (control > 0).mean() < 0.7
 
 
 def test_euclid_single_band():

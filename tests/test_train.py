@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from lenstrt import checkpoint as ck
@@ -35,7 +36,13 @@ def test_checkpoint_round_trip_and_contents(sim_dir, run_dir):
                 "config", "seed", "versions", "data_hash"):
         assert key in c, key
     assert c["bands"] == ["g", "r", "i"] and c["survey"] == "lsst-gri" and c["temperature"] > 0
-    assert 0 <= c["metrics"]["roc_auc"] <= 1 and c["metrics"]["n"] > 0
+    # the metrics are those of the calibrated validation split, recomputed here with scikit-learn
+    from sklearn.metrics import roc_auc_score
+
+    _, va = split(load_training_data([str(sim_dir)]), c["config"]["val_fraction"], c["config"]["seed"])
+    p = 1 / (1 + np.exp(-predict_logits(ck.build_model(c), va.images, "cpu").astype(np.float64) / c["temperature"]))
+    assert c["metrics"]["n"] == len(va.labels) > 0 and c["metrics"]["n_lenses"] == int(va.labels.sum())
+    assert c["metrics"]["roc_auc"] == pytest.approx(roc_auc_score(va.labels, p), abs=1e-9)
     m1, m2 = ck.build_model(c), ck.build_model(ck.load(run_dir / "resnet18-s0" / "best.pt"))
     x = torch.randn(3, 3, 64, 64)
     with torch.no_grad():

@@ -33,13 +33,27 @@ from lenstrt.cli import options
               help="Score on a Ray cluster: --ray (a running cluster, else a local one) or --ray ADDRESS.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="--ray: actor-pool size [one per GPU].")
 @click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=None, help="--ray: GPUs per actor [1 if any].")
+@click.option("--rescore-changed", is_flag=True,
+              help="Resume: score again the input files that changed since this output was written (default: refuse).")
+@click.option("--readers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Reader processes (1: one reader thread). More when reading, not the model, is the limit "
+                   "(GPUs; docs/serve.md).")
 @click.option("--concurrency", type=click.Choice(["auto", "sequential", "threads", "streams"]), default="auto",
               show_default=True)
+@click.option("--keep-columns", default=None,
+              help="Input columns carried into the catalog and candidates (comma-separated; HDF5 datasets of length "
+                   "N, object-table columns) [ra,dec where present].")
+@click.option("--candidates-format", type=click.Choice(["csv", "fits", "votable"]), default="csv", show_default=True,
+              help="candidates.csv, candidates.fits or candidates.vot (TOPCAT and astropy open all three).")
+@click.option("--pixel-scale-tolerance", type=click.FloatRange(min=0), default=0.03, show_default=True,
+              help="Refuse inputs whose WCS pixel scale differs from the bundle's training scale by more (relative).")
+@click.option("--ignore-pixel-scale", is_flag=True, help="Score inputs at any pixel scale (no check).")
 @options.config
 @options.quiet
 def command(bundle_dir, inputs, out, backend, batch_size, fmt, fused, mc_samples, fusion, resume, strict, unit_rows,
-            top_k, gallery, compile_, amp, cuda_graph, prevalence, ray_address, workers, gpus_per_worker, concurrency, config_path,
-            quiet):
+            top_k, gallery, compile_, amp, cuda_graph, prevalence, ray_address, workers, gpus_per_worker, rescore_changed,
+            readers, concurrency,
+            keep_columns, candidates_format, pixel_scale_tolerance, ignore_pixel_scale, config_path, quiet):
     """Score a cutout catalog with a bundle's ensemble: resumable, exactly once, candidates at the end."""
     from lenstrt.config import load_config
     from lenstrt.serve.pipeline import ServeOptions, serve
@@ -50,7 +64,10 @@ def command(bundle_dir, inputs, out, backend, batch_size, fmt, fused, mc_samples
         fused=fused, mc_samples=cfg.inference.mc_samples if mc_samples is None else mc_samples,
         fusion=fusion or cfg.ensemble.fusion_method, resume=resume, strict=strict, unit_rows=unit_rows,
         top_k=top_k, gallery=gallery, compile=compile_, cuda_graph=cuda_graph, concurrency=concurrency,
-        prevalence=prevalence, amp=amp)
+        prevalence=prevalence, amp=amp, candidates_format=candidates_format, readers=readers,
+        rescore_changed=rescore_changed,
+        keep_columns=None if keep_columns is None else tuple(c.strip() for c in keep_columns.split(",") if c.strip()),
+        pixel_scale_tolerance=None if ignore_pixel_scale else pixel_scale_tolerance)
     if ray_address:
         from lenstrt.serve.ray import serve_ray
 

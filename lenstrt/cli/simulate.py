@@ -16,8 +16,10 @@ from lenstrt.cli import options
               help="Share of non-lenses that are hard negatives (galaxy + blue companions).")
 @click.option("--image-size", type=click.IntRange(min=16), default=None, help="Override the preset's cutout size.")
 @click.option("--preview", is_flag=True, help="Also write gallery.png (lenses and non-lenses).")
+@click.option("--storage", type=click.Choice(["float32", "float16", "zstd", "float16-zstd"]), default="float32",
+              show_default=True, help="Pixel storage: float16 halves the bytes, zstd compresses (docs/serve.md).")
 @options.quiet
-def command(n, seed, survey, out, shard_size, lens_fraction, companion_fraction, image_size, preview, quiet):
+def command(n, seed, survey, out, shard_size, lens_fraction, companion_fraction, image_size, preview, storage, quiet):
     """Simulate lens / non-lens cutouts (SIE+shear, Sersic light, PSF, noise) into HDF5 shards."""
     from lenstrt.io import writable_dir
 
@@ -29,7 +31,8 @@ def command(n, seed, survey, out, shard_size, lens_fraction, companion_fraction,
 
     t0 = time.perf_counter()
     meta = simulate(SimSpec(n=n, seed=seed, survey=survey, shard_size=shard_size, lens_fraction=lens_fraction,
-                            companion_fraction=companion_fraction, image_size=image_size), out, progress=not quiet)
+                            companion_fraction=companion_fraction, image_size=image_size,
+                            storage=storage), out, progress=not quiet)
     dt = time.perf_counter() - t0
     click.echo(f"wrote {meta['n']} {meta['survey']} cutouts ({','.join(meta['bands'])}, {meta['image_size']}px) "
                f"in {len(meta['shards'])} shard(s) to {out} [{dt:.1f} s, {meta['n'] / dt:,.0f} systems/s]")

@@ -69,5 +69,16 @@ class Ledger:
         os.fsync(self._fh.fileno())
         self.done[rec["unit"]] = rec
 
+    def forget(self, keys: set[str]) -> None:
+        """Drops these units from the ledger (their inputs changed: they are to be scored again). The
+        file is rewritten atomically; their parts, no longer listed, are deleted by the next cleanup."""
+        from lenstrt.io import atomic_path
+
+        self._fh.close()
+        self.done = {k: rec for k, rec in self.done.items() if k not in keys}
+        with atomic_path(self.path) as tmp:
+            tmp.write_text("".join(json.dumps(rec) + "\n" for rec in self.done.values()))
+        self._fh = open(self.path, "a")
+
     def close(self) -> None:
         self._fh.close()

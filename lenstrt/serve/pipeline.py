@@ -50,6 +50,11 @@ class ServeOptions:
     queue_depth: int = 4
     prevalence: float | None = None   # adds score_survey: the score re-weighted to this lens prevalence
     amp: bool | None = None           # torch backend: None = fp16 on CUDA, fp32 on CPU; True = also bf16 on CPU
+    keep_columns: tuple[str, ...] | None = None   # input columns carried to the catalog; None = ra, dec where present
+    candidates_format: str = "csv"                # csv | fits | votable
+    pixel_scale_tolerance: float | None = 0.03    # refuse inputs whose WCS scale is off by more; None = no check
+    readers: int = 1                  # reader processes (serve/readers.py); 1 = one reader thread
+    rescore_changed: bool = False     # resume: score input files that changed since again (else refuse)
 
 
 def _append_error(out: Path, rec: dict) -> None:
@@ -57,17 +62,27 @@ def _append_error(out: Path, rec: dict) -> None:
         fh.write(json.dumps(rec) + "\n")
 
 
-def _scan_inputs(inputs: list[str], bundle: Bundle, out: Path, strict: bool) -> tuple[list[tuple[str, int]], list[dict]]:
-    """Opens every file once: shape mismatches are one clear error before any work; unreadable files
+def _scan_inputs(inputs: list[str], bundle: Bundle, out: Path,
+                 opts: ServeOptions | bool) -> tuple[list[tuple[str, int]], list[dict]]:
+    """Opens every input once, as serve will (the bundle's bands by name, its size, the columns kept):
+    mismatches (bands, size, pixel scale, columns) are one clear error before any work; unreadable files
     are recorded (or, with --strict, stop the run)."""
+    from lenstrt.data.pixel_scale import check_pixel_scale, training_pixel_scale
+    from lenstrt.data.readers import MismatchError
+
+    if isinstance(opts, bool):  # the older signature passed `strict` alone
+        opts = ServeOptions(strict=opts)
     want = tuple(bundle.input["shape"][1:])
+    scale = training_pixel_scale(bundle.input) if opts.pixel_scale_tolerance is not None else None
     files, errors = [], []
     for p in expand_paths(inputs):
         try:
-            with CutoutFile(p) as f:
+            with CutoutFile.for_bundle(p, bundle.input, opts.keep_columns) as f:
                 info = f.info()
+        except MismatchError:
+            raise
         except InputError as exc:
-            if strict:
+            if opts.strict:
                 raise
             errors.append({"file": str(p), "error": str(exc), "stage": "open"})
             continue
@@ -76,6 +91,7 @@ def _scan_inputs(inputs: list[str], bundle: Bundle, out: Path, strict: bool) -> 
             raise InputError(f"{p}: cutouts are {got[0]} bands x {got[1]}x{got[2]} px, the bundle expects "
                              f"{want[0]} bands ({', '.join(bundle.input['bands'])}) x {want[1]}x{want[2]} px; "
                              "re-make the cutouts or export a bundle trained on this shape")
+        check_pixel_scale(info.pixel_scale, scale, str(p), opts.pixel_scale_tolerance)
         files.append((str(p), info.n))
     if not files:
         raise InputError(f"{inputs[0]}: no readable cutout files among the inputs (see {out}/errors.jsonl)")
@@ -140,23 +156,39 @@ def prepare(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: Se
             p = out / name
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     catalog.mkdir(parents=True, exist_ok=True)
-    files, open_errors = _scan_inputs(inputs, bundle, out, opts.strict)
+    files, open_errors = _scan_inputs(inputs, bundle, out, opts)
     for e in open_errors:
         _append_error(out, e)
     units = plan_units(files, opts.unit_rows)
+    from lenstrt.serve.fingerprint import changed as changed_inputs
+    from lenstrt.serve.fingerprint import fingerprint
+
+    prints = {f: fingerprint(f) for f, _ in files}
     run = {"bundle_manifest_sha256": bundle.manifest_sha256(), "inputs": [f for f, _ in files],
            "unit_rows": opts.unit_rows, "format": opts.fmt, "fused": opts.fused, "mc_samples": opts.mc_samples,
-           "fusion": opts.fusion, "prevalence": opts.prevalence}
+           "fusion": opts.fusion, "prevalence": opts.prevalence, "keep_columns": opts.keep_columns,
+           "pixel_scale_tolerance": opts.pixel_scale_tolerance, "input_fingerprints": prints}
     run_file = out / "run.json"
+    rescore: list[str] = []
     if run_file.exists():
         prev = json.loads(run_file.read_text())
+        # every option that changes what a part holds: a resume must not mix two setups in one catalog
         changed = [k for k in ("bundle_manifest_sha256", "unit_rows", "format", "fused", "mc_samples", "fusion",
-                               "prevalence") if prev.get(k) != run[k]]
+                               "prevalence", "keep_columns", "pixel_scale_tolerance")
+                   if prev.get(k) != (list(run[k]) if isinstance(run[k], tuple) else run[k])]
         if changed:
             raise InputError(f"{out}: holds a run with different {', '.join(changed)}; resume needs the same "
                              "bundle and options, or pass --no-resume to start over")
+        rescore = changed_inputs(prev.get("input_fingerprints") or {}, prints)
+        if rescore and not opts.rescore_changed:
+            more = f" (and {len(rescore) - 1} more)" if len(rescore) > 1 else ""
+            raise InputError(f"{rescore[0]}{more}: changed since {out} scored it (size, time or content differ); "
+                             "pass --rescore-changed to score the changed file(s) again, or --no-resume to start "
+                             "over")
     write_json(run_file, run)
     ledger = Ledger(out)
+    if rescore:  # their units leave the ledger; their parts go with the uncommitted ones just below
+        ledger.forget({u.key for u in units if u.path in set(rescore)})
     valid = {u.key for u in units}
     kept = {rec["part"] for k, rec in ledger.done.items() if k in valid}
     for f in catalog.iterdir():  # parts written but never committed to the ledger
@@ -171,7 +203,18 @@ def prepare(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: Se
 
 def serve(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: ServeOptions = ServeOptions(),
           progress: bool = True, log=print) -> dict[str, Any]:
+    """Scores `inputs` with the bundle into `out`: one run per output directory (a lock), stopped
+    gracefully by SIGTERM/SIGINT (serve/control.py), resumable and exactly once."""
+    from lenstrt.serve.control import OutputLock, Preemption, usable_output_dir
+
+    out = usable_output_dir(out)
+    with OutputLock(out), Preemption(log) as pre:
+        return _serve(bundle_dir, inputs, out, opts, progress, log, pre)
+
+
+def _serve(bundle_dir, inputs: list[str], out: Path, opts: ServeOptions, progress: bool, log, pre) -> dict[str, Any]:
     from lenstrt.runtime.select import build_ensemble, choose_backend, detect
+    from lenstrt.serve.control import Interrupted
 
     t_start = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -201,17 +244,17 @@ def serve(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: Serv
                 pass
         return False
 
-    def reader() -> None:
+    def reader(mine: list[Unit]) -> None:
         handle: CutoutFile | None = None
         try:
-            for u in todo:
-                if stop.is_set():
+            for u in mine:
+                if stop.is_set() or pre.drain.is_set():  # a signal: no new units, started ones finish
                     break
                 try:
                     if handle is None or str(handle.path) != u.path:
                         if handle is not None:
                             handle.close()
-                        handle = CutoutFile(u.path)
+                        handle = CutoutFile.for_bundle(u.path, bundle.input, opts.keep_columns)
                     for s in range(u.start, u.stop, opts.batch_size):
                         b = handle.read(s, min(u.stop, s + opts.batch_size))
                         images: Any = b.images
@@ -234,6 +277,27 @@ def serve(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: Serv
                 handle.close()
             put(_STOP)
 
+    def reader_processes() -> None:
+        """--readers N: the same items from N worker processes; on a graceful stop the units already
+        started are delivered to the end, new ones dropped."""
+        from lenstrt.serve.readers import Drain, unit_batches
+
+        gate = Drain()
+        try:
+            for u, b, images, last in unit_batches(todo, opts.batch_size, bundle.input, opts.keep_columns,
+                                                    opts.readers, pin):
+                if stop.is_set():
+                    break
+                ok = gate.admit(u.key, last, pre.drain.is_set())
+                if ok is None:
+                    break
+                if ok and not put((u, b, images, last)):
+                    return
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            put(_STOP)
+
     def writer() -> None:
         try:
             while True:
@@ -248,9 +312,15 @@ def serve(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: Serv
             while q_out.get() is not _STOP:  # drain so the producer never blocks
                 pass
 
-    from lenstrt.progress import progress_bar
+    import os
 
-    threads = [threading.Thread(target=reader, daemon=True, name="lenstrt-reader"),
+    from lenstrt.progress import progress_bar
+    procs = opts.readers > 1 and os.environ.get("LENSTRT_READER_PROCS") == "1"
+    n_readers = 1 if procs else opts.readers
+    readers = [threading.Thread(target=reader_processes, daemon=True, name="lenstrt-reader")] if procs else [
+        threading.Thread(target=reader, args=(todo[i::n_readers],), daemon=True, name=f"lenstrt-reader{i}")
+        for i in range(n_readers)]
+    threads = [*readers,
                threading.Thread(target=writer, daemon=True, name="lenstrt-writer")]
     pending: dict[int, list] = {}
     strict_error: InputError | None = None
@@ -275,43 +345,55 @@ def serve(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: Serv
         t_loop = time.perf_counter()  # models loaded (CUDA graphs captured): from here on the pipeline streams
         for t in threads:
             t.start()
-        while True:
-            item = q_in.get()
-            if item is _STOP:
-                break
-            u, b, images, last = item
-            if isinstance(b, InputError):
-                while in_flight:  # this unit's earlier batches, and any other unit's, finish first
+        try:
+            while not failure:
+                try:
+                    item = q_in.get(timeout=0.2)  # not a bare get: a failed writer must not leave us waiting
+                except queue.Empty:
+                    continue
+                if item is _STOP:
+                    n_readers -= 1
+                    if n_readers == 0:
+                        break
+                    continue
+                u, b, images, last = item
+                if isinstance(b, InputError):
+                    while in_flight:  # this unit's earlier batches, and any other unit's, finish first
+                        complete_oldest()
+                    stats["unit_errors"] += 1
+                    run.record_error(u, b)
+                    pending.pop(u.index, None)
+                    if opts.strict:
+                        strict_error = b
+                        break
+                    bar.advance(u.rows)
+                    continue
+                # The clock runs from submit to result: with two in flight it overlaps, so inference_img_s is
+                # a lower bound on the model's own speed there.
+                t0 = time.perf_counter()
+                in_flight.append((u, b, last, ens.submit(images), images, t0))
+                if len(in_flight) >= depth:
                     complete_oldest()
-                stats["unit_errors"] += 1
-                run.record_error(u, b)
-                pending.pop(u.index, None)
-                if opts.strict:
-                    strict_error = b
-                    stop.set()
-                    break
-                bar.advance(u.rows)
-                continue
-            # The clock runs from submit to result: with two in flight it overlaps, so inference_img_s is
-            # a lower bound on the model's own speed there.
-            t0 = time.perf_counter()
-            in_flight.append((u, b, last, ens.submit(images), images, t0))
-            if len(in_flight) >= depth:
+            while in_flight and not failure and strict_error is None:
                 complete_oldest()
-            if failure:
-                break
-        while in_flight and not failure and strict_error is None:
-            complete_oldest()
-        stop.set()  # the reader's put() sees it and returns
-        q_out.put(_STOP)
-        for t in threads:
-            t.join()
+        finally:  # on every exit, errors included: no thread left blocked, the ledger closed
+            stop.set()  # the reader's put() sees it and returns
+            q_out.put(_STOP)
+            for t in threads:
+                t.join()
+            ledger.close()
         stats["loop_s"] = time.perf_counter() - t_loop
-    ledger.close()
     if failure:
         raise failure[0]
     if strict_error is not None:
         raise InputError(f"{strict_error} (--strict: stopped; the output so far is intact, rerun to resume)")
+    if pre.signum is not None:
+        import signal
+
+        done = sum(1 for k in run.ledger.done if k in {x.key for x in units})
+        finish(run, ens.info, backend, device, why, stats, t_start, started)
+        raise Interrupted(f"{signal.Signals(pre.signum).name}: stopped after committing the units in progress "
+                          f"({done} of {len(units)} units done); rerun the same command to resume", pre.signum)
     return finish(run, ens.info, backend, device, why, stats, t_start, started)
 
 
@@ -337,26 +419,25 @@ def catalog_columns(parts: list, members: list[str], bundle_tag: str, prevalence
         from lenstrt.metrics import prevalence_correct
 
         cols["score_survey"] = prevalence_correct(cols["score"], train_frac, prevalence).astype(np.float32)
+    for k in batches[0].columns:  # input columns carried (ra, dec, --keep-columns), after ours
+        name = k if k not in cols else f"input_{k}"
+        cols[name] = np.concatenate([np.asarray(b.columns[k]) for b in batches])
     return cols
 
 
 def finish(run: Run, ens_info: dict, backend, device, why, stats, t_start: float, started: str,
            extra: dict | None = None) -> dict[str, Any]:
-    """candidates.csv (and .png) from the committed parts, then summary.json."""
-    import csv
+    """candidates.csv (or .fits / .vot; and .png) from the committed parts, then summary.json."""
+    from lenstrt.serve.writers import CANDIDATE_FILES, write_candidates
 
     out, opts, bundle, units = run.out, run.opts, run.bundle, run.units
     keys = {u.key for u in units}
     done = [rec for rec in run.ledger.done.values() if rec["unit"] in keys]  # the ledger as committed, in memory
     parts = sorted(out / "catalog" / rec["part"] for rec in done)
     cands = top_candidates(parts, opts.fmt, opts.top_k)
+    cands_path = out / CANDIDATE_FILES[opts.candidates_format]
     if cands:
-        from lenstrt.io import atomic_path
-
-        with atomic_path(out / "candidates.csv") as tmp, open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(cands[0]))
-            w.writeheader()
-            w.writerows(cands)
+        write_candidates(cands, cands_path, opts.candidates_format)
     wall = time.perf_counter() - t_start
     errors = 0
     if (out / "errors.jsonl").exists():
@@ -377,7 +458,7 @@ def finish(run: Run, ens_info: dict, backend, device, why, stats, t_start: float
             "inference_s": round(stats["infer_s"], 2),
             "inference_img_s": round(stats["rows"] / stats["infer_s"], 1) if stats["infer_s"] else None,
         },
-        "catalog": str(out / "catalog"), "candidates": str(out / "candidates.csv") if cands else None,
+        "catalog": str(out / "catalog"), "candidates": str(cands_path) if cands else None,
     }
     tp = summary["throughput"]
     if tp["end_to_end_img_s"] and tp["inference_img_s"]:
@@ -385,17 +466,20 @@ def finish(run: Run, ens_info: dict, backend, device, why, stats, t_start: float
     if extra:
         summary.update(extra)
     if opts.gallery and cands:
-        summary["gallery"] = str(_gallery(cands[:16], out / "candidates.png"))
+        summary["gallery"] = str(_gallery(cands[:16], out / "candidates.png", bundle.input))
     write_json(out / "summary.json", summary)
     return summary
 
 
-def _gallery(cands: list[dict], path: Path) -> Path:
+def _gallery(cands: list[dict], path: Path, bundle_input: dict | None = None) -> Path:
+    """The top candidates as colour composites, read back as serve read them (bundle band order),
+    titled with the user's ids."""
     from lenstrt.plots import gallery
 
     imgs = []
     for c in cands:
-        with CutoutFile(c["source"]) as f:
+        f = CutoutFile.for_bundle(c["source"], bundle_input, ()) if bundle_input else CutoutFile(c["source"])
+        with f:
             imgs.append(f.read(int(c["index"]), int(c["index"]) + 1).images[0])
-    return gallery(np.stack(imgs), [f"{c['id'][-14:]} p={c['score']:.3f}" for c in cands], path,
+    return gallery(np.stack(imgs), [f"{str(c['id'])[-14:]} p={c['score']:.3f}" for c in cands], path,
                    suptitle="top candidates")

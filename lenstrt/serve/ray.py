@@ -52,6 +52,7 @@ class _ScoreUnits:
                                   mc_samples=self.opts.mc_samples, threads=threads)
         self.ens.__enter__()
         self.member_names, self.bundle_tag, self.train_frac = member_names, bundle_tag, train_frac
+        self.input = bundle.input  # bands by name, size: read as serve reads
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -63,7 +64,7 @@ class _ScoreUnits:
             path, start, stop = str(batch["path"][i]), int(batch["start"][i]), int(batch["stop"][i])
             try:
                 parts = []
-                with CutoutFile(path) as f:
+                with CutoutFile.for_bundle(path, self.input, self.opts.keep_columns) as f:
                     for s in range(start, stop, self.opts.batch_size):
                         b = f.read(s, min(stop, s + self.opts.batch_size))
                         parts.append((b, self.ens.infer(b.images)))

@@ -64,3 +64,34 @@ def top_candidates(files: list[Path], fmt: str, k: int) -> list[dict]:
             elif item[0] > heap[0][0]:
                 heapq.heapreplace(heap, item)
     return [r for _, _, r in sorted(heap, key=lambda x: (-x[0], x[1]))]
+
+
+CANDIDATE_FILES = {"csv": "candidates.csv", "fits": "candidates.fits", "votable": "candidates.vot"}
+
+
+def write_candidates(rows: list[dict], path: Path, fmt: str) -> None:
+    """The top candidates as a table TOPCAT and astropy open (csv, fits or votable), atomically. Columns
+    are the union over rows (parts from inputs with and without ra/dec may differ), in first-seen order."""
+    names: list[str] = []
+    for r in rows:
+        names += [k for k in r if k not in names]
+    with atomic_path(path) as tmp:
+        if fmt == "csv":
+            import csv
+
+            with open(tmp, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=names, restval="")
+                w.writeheader()
+                w.writerows(rows)
+            return
+        from astropy.table import MaskedColumn, Table
+
+        t = Table()
+        for k in names:
+            vals = [r.get(k) for r in rows]
+            missing = [v is None for v in vals]
+            fill = next((v for v in vals if v is not None), "")
+            col = [fill if m else v for v, m in zip(vals, missing)]
+            t[k] = MaskedColumn(col, mask=missing) if any(missing) else col
+        t.meta["ORIGIN"] = "lenstrt serve"
+        t.write(tmp, format="fits" if fmt == "fits" else "votable", overwrite=True)

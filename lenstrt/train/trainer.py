@@ -34,6 +34,7 @@ class Dataset:
     image_size: int
     data_hash: str
     lens_fraction: float
+    pixel_scale: float | None = None  # arcsec/px of the training cutouts; serve checks inputs against it
 
 
 def load_training_data(paths: list[str]) -> Dataset:
@@ -45,13 +46,15 @@ def load_training_data(paths: list[str]) -> Dataset:
     files = expand_paths(paths)
     d = load_all(files)
     bands, survey = [f"band{i}" for i in range(d["images"].shape[1])], "unknown"
+    scale = None
     if files[0].suffix in (".h5", ".hdf5"):
         with h5py.File(files[0], "r") as f:
             if "bands" in f.attrs:
                 bands = json.loads(f.attrs["bands"])
             survey = str(f.attrs.get("survey", survey))
+            scale = float(f.attrs["pixel_scale"]) if f.attrs.get("pixel_scale") else None
     return Dataset(d["images"], d["labels"], bands, survey, int(d["images"].shape[-1]), data_hash(files),
-                   float(d["labels"].mean()))
+                   float(d["labels"].mean()), scale)
 
 
 def _lr_factor(progress: float, step: int, warmup: int) -> float:
@@ -306,7 +309,8 @@ class Trainer:
         cfg["arch"] = list(cfg["arch"])
         return {
             "state_dict": state, "arch": arch, "arch_kwargs": arch_kwargs, "bands": list(train.bands),
-            "image_size": train.image_size, "survey": train.survey, "preprocess": dict(PREPROCESS_SPEC),
+            "image_size": train.image_size, "survey": train.survey, "pixel_scale": train.pixel_scale,
+            "preprocess": dict(PREPROCESS_SPEC),
             "temperature": 1.0, "metrics": {}, "config": cfg, "seed": seed, "step": step,
             "train_lens_fraction": train.lens_fraction, "history": list(history),
             "versions": {"lenstrt": __version__, "torch": str(torch.__version__)}, "data_hash": train.data_hash,
@@ -331,7 +335,7 @@ def split(data: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Datas
 
     def sub(idx):
         return Dataset(data.images[idx], data.labels[idx], data.bands, data.survey, data.image_size,
-                       data.data_hash, float(data.labels[idx].mean()) if len(idx) else 0.5)
+                       data.data_hash, float(data.labels[idx].mean()) if len(idx) else 0.5, data.pixel_scale)
 
     return sub(ti), sub(vi)
 

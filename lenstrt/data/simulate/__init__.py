@@ -24,6 +24,7 @@ class SimSpec:
     lens_fraction: float = 0.5
     companion_fraction: float = 0.5   # of the non-lenses: hard negatives with companions
     image_size: int | None = None
+    storage: str = "float32"          # float32 | float16 | zstd | float16-zstd (data/shards.py)
 
 
 def simulate_arrays(survey: Survey, n: int, rng: np.random.Generator, lens_fraction: float = 0.5,
@@ -95,7 +96,7 @@ def simulate(spec: SimSpec, out: str | Path, progress: bool = True) -> dict:
             arrays = simulate_arrays(survey, hi - lo, rng, spec.lens_fraction, spec.companion_fraction,
                                      on_batch=bar.advance)
             arrays["ids"] = np.array([f"{survey.name}-s{spec.seed}-{i:09d}".encode() for i in range(lo, hi)])
-            write_shard(path, arrays, {**attrs_base, "shard": s, "first_index": lo})
+            write_shard(path, arrays, {**attrs_base, "shard": s, "first_index": lo}, storage=spec.storage)
     meta = {
         "schema": "lenstrt-dataset/1", "n": spec.n, "seed": spec.seed, "survey": survey.name,
         "bands": survey.band_names, "image_size": survey.image_size, "pixel_scale": survey.pixel_scale,
