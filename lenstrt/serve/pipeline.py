@@ -245,6 +245,7 @@ def _serve(bundle_dir, inputs: list[str], out: Path, opts: ServeOptions, progres
         return False
 
     def reader(mine: list[Unit]) -> None:
+        """One reader thread over `mine` (the run's units), in order."""
         handle: CutoutFile | None = None
         try:
             for u in mine:
@@ -312,14 +313,12 @@ def _serve(bundle_dir, inputs: list[str], out: Path, opts: ServeOptions, progres
             while q_out.get() is not _STOP:  # drain so the producer never blocks
                 pass
 
-    import os
-
     from lenstrt.progress import progress_bar
-    procs = opts.readers > 1 and os.environ.get("LENSTRT_READER_PROCS") == "1"
-    n_readers = 1 if procs else opts.readers
-    readers = [threading.Thread(target=reader_processes, daemon=True, name="lenstrt-reader")] if procs else [
-        threading.Thread(target=reader, args=(todo[i::n_readers],), daemon=True, name=f"lenstrt-reader{i}")
-        for i in range(n_readers)]
+
+    # One reader thread, or --readers N worker processes (h5py serialises threads on one global lock,
+    # and FITS parsing holds the GIL: only processes add reading throughput).
+    read = reader_processes if opts.readers > 1 else (lambda: reader(todo))
+    readers = [threading.Thread(target=read, daemon=True, name="lenstrt-reader")]
     threads = [*readers,
                threading.Thread(target=writer, daemon=True, name="lenstrt-writer")]
     pending: dict[int, list] = {}
@@ -352,10 +351,7 @@ def _serve(bundle_dir, inputs: list[str], out: Path, opts: ServeOptions, progres
                 except queue.Empty:
                     continue
                 if item is _STOP:
-                    n_readers -= 1
-                    if n_readers == 0:
-                        break
-                    continue
+                    break
                 u, b, images, last = item
                 if isinstance(b, InputError):
                     while in_flight:  # this unit's earlier batches, and any other unit's, finish first
