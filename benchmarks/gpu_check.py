@@ -256,7 +256,7 @@ def _train_rate(arch: str, label: str, dtype, seconds: float, p: dict[str, Any])
 
     from lenstrt.config import TrainingConfig
     from lenstrt.models import create_model
-    from lenstrt.train.trainer import forward_loss
+    from lenstrt.train.trainer import forward_loss, optimizer_step
 
     cfg, dev, bs = TrainingConfig(), p["device"], p["train_batch"]
     cuda = dev.startswith("cuda")
@@ -281,13 +281,7 @@ def _train_rate(arch: str, label: str, dtype, seconds: float, p: dict[str, Any])
     def one(step: int):
         x, y = batches[step % len(batches)]
         loss = forward_loss(model, x, y, dev, step, 0, cfg.augment, channels_last, dtype)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if cfg.gradient_clip:
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.gradient_clip)
-        scaler.step(opt)
-        scaler.update()
+        optimizer_step(loss, model, opt, scaler, cfg.gradient_clip)
         return loss
 
     t_w = time.perf_counter()

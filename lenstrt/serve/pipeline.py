@@ -55,6 +55,7 @@ class ServeOptions:
     pixel_scale_tolerance: float | None = 0.03    # refuse inputs whose WCS scale is off by more; None = no check
     readers: int = 1                  # reader processes (serve/readers.py); 1 = one reader thread
     rescore_changed: bool = False     # resume: score input files that changed since again (else refuse)
+    precision: str = "auto"           # auto | fp32 | bf16 | fp16 | int8 (runtime/select.py)
 
 
 def _append_error(out: Path, rec: dict) -> None:
@@ -220,13 +221,13 @@ def _serve(bundle_dir, inputs: list[str], out: Path, opts: ServeOptions, progres
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     run = prepare(bundle_dir, inputs, out, opts)
     bundle, out, units, todo, ledger = run.bundle, run.out, run.units, run.todo, run.ledger
-    backend, device, why = choose_backend(opts.backend, detect(), bundle, opts.fused)
+    backend, device, why = choose_backend(opts.backend, detect(), bundle, opts.fused, precision=opts.precision)
     log(f"backend: {backend} ({device}) - {why}")
     log(f"{sum(u.rows for u in units):,} cutouts in {run.n_files} file(s); {len(units) - len(todo)} of {len(units)} "
         f"units already done" + (f"; {run.open_errors} unreadable file(s) skipped" if run.open_errors else ""))
     ens = build_ensemble(bundle, backend, device, fused=opts.fused, fusion=opts.fusion, mc_samples=opts.mc_samples,
                          compile=opts.compile, cuda_graph_batch=opts.batch_size if opts.cuda_graph else None,
-                         concurrency=opts.concurrency, amp=opts.amp)
+                         concurrency=opts.concurrency, amp=opts.amp, precision=opts.precision)
     stats = {"rows": 0, "infer_s": 0.0, "flagged": 0, "unit_errors": 0}
     q_in: queue.Queue = queue.Queue(opts.queue_depth)
     q_out: queue.Queue = queue.Queue(opts.queue_depth)
@@ -244,43 +245,9 @@ def _serve(bundle_dir, inputs: list[str], out: Path, opts: ServeOptions, progres
                 pass
         return False
 
-    def reader(mine: list[Unit]) -> None:
-        """One reader thread over `mine` (the run's units), in order."""
-        handle: CutoutFile | None = None
-        try:
-            for u in mine:
-                if stop.is_set() or pre.drain.is_set():  # a signal: no new units, started ones finish
-                    break
-                try:
-                    if handle is None or str(handle.path) != u.path:
-                        if handle is not None:
-                            handle.close()
-                        handle = CutoutFile.for_bundle(u.path, bundle.input, opts.keep_columns)
-                    for s in range(u.start, u.stop, opts.batch_size):
-                        b = handle.read(s, min(u.stop, s + opts.batch_size))
-                        images: Any = b.images
-                        if pin:
-                            import torch
-
-                            images = torch.from_numpy(images).pin_memory()
-                        if not put((u, b, images, s + opts.batch_size >= u.stop)):
-                            return
-                except InputError as exc:
-                    if handle is not None:
-                        handle.close()
-                        handle = None
-                    if not put((u, exc, None, True)):
-                        return
-        except BaseException as exc:  # surfaced in the main thread
-            failure.append(exc)
-        finally:
-            if handle is not None:
-                handle.close()
-            put(_STOP)
-
-    def reader_processes() -> None:
-        """--readers N: the same items from N worker processes; on a graceful stop the units already
-        started are delivered to the end, new ones dropped."""
+    def reader() -> None:
+        """Feeds q_in from one reader or N reader processes (serve/readers.py). On a graceful stop the
+        units already started are delivered to their last batch and new ones dropped."""
         from lenstrt.serve.readers import Drain, unit_batches
 
         gate = Drain()
@@ -294,7 +261,7 @@ def _serve(bundle_dir, inputs: list[str], out: Path, opts: ServeOptions, progres
                     break
                 if ok and not put((u, b, images, last)):
                     return
-        except BaseException as exc:
+        except BaseException as exc:  # surfaced in the main thread
             failure.append(exc)
         finally:
             put(_STOP)
@@ -315,11 +282,9 @@ def _serve(bundle_dir, inputs: list[str], out: Path, opts: ServeOptions, progres
 
     from lenstrt.progress import progress_bar
 
-    # One reader thread, or --readers N worker processes (h5py serialises threads on one global lock,
-    # and FITS parsing holds the GIL: only processes add reading throughput).
-    read = reader_processes if opts.readers > 1 else (lambda: reader(todo))
-    readers = [threading.Thread(target=read, daemon=True, name="lenstrt-reader")]
-    threads = [*readers,
+    # One reader thread (reading itself, or collecting from --readers N processes: h5py serialises
+    # threads on one global lock and FITS parsing holds the GIL, so only processes add throughput).
+    threads = [threading.Thread(target=reader, daemon=True, name="lenstrt-reader"),
                threading.Thread(target=writer, daemon=True, name="lenstrt-writer")]
     pending: dict[int, list] = {}
     strict_error: InputError | None = None

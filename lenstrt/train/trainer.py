@@ -114,6 +114,19 @@ def forward_loss(model, x, y, device: str, step: int, seed: int, augment: bool, 
     return F.binary_cross_entropy_with_logits(logits.float(), y)
 
 
+def optimizer_step(loss, model, opt, scaler, clip: float | None) -> None:
+    """Backward and update through the GradScaler (a no-op scaler off fp16), clipping the unscaled grads."""
+    import torch
+
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if clip:
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    scaler.step(opt)
+    scaler.update()
+
+
 def rng_state(device: str) -> dict[str, Any]:
     """The generators dropout and initialisation draw from: the CPU's and, on CUDA, the training GPU's
     (dropout on a CUDA tensor draws from the CUDA generator, so the CPU state alone does not make a CUDA
@@ -228,13 +241,7 @@ class Trainer:
                     for g in opt.param_groups:
                         g["lr"] = cfg.lr * _lr_factor(progress, step, cfg.warmup_steps)
                 loss = forward_loss(model, x, y, dev, step, seed, cfg.augment, channels_last, amp_dtype)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.gradient_clip:
-                    scaler.unscale_(opt)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.gradient_clip)
-                scaler.step(opt)
-                scaler.update()
+                optimizer_step(loss, model, opt, scaler, cfg.gradient_clip)
                 step += 1
                 seen += len(y)
                 now = time.perf_counter()
