@@ -82,6 +82,10 @@ def collect() -> dict[str, Any]:
         import onnxruntime as ort
 
         info["onnxruntime_providers"] = ort.get_available_providers()
+    info["openvino"] = _version("openvino") or "not installed (pip install 'lenstrt[openvino]')"
+    from lenstrt.train.hardware import cpu_has_native_bf16
+
+    info["cpu_native_bf16"] = cpu_has_native_bf16()  # bf16 precision on CPUs (torch autocast, OpenVINO hint)
     info["tensorrt"] = tensorrt_status()
     info["gpus"] = gpus()
     return info

@@ -22,11 +22,11 @@ $L train --data "$OUT/data/train" --arch vit_small --time-budget 0.75 --out "$OU
 step "4/7 evaluate on the held-out test set"
 $L evaluate --checkpoint "$OUT/run" --data "$OUT/data/test" --out "$OUT/eval" -q
 
-step "5/7 export: validated ONNX + fp16 graph + fused ensemble graph (+ TensorRT engines where TensorRT and a GPU exist)"
-$L export --checkpoint "$OUT/run" --checkpoint "$OUT/run_vit" --fp16 --fuse --out "$OUT/bundle" \
+step "5/7 export: validated ONNX + fp16 + INT8 graphs + fused ensemble graph (+ TensorRT engines where TensorRT and a GPU exist)"
+$L export --checkpoint "$OUT/run" --checkpoint "$OUT/run_vit" --fp16 --int8 --fuse --out "$OUT/bundle" \
     --triton "$OUT/triton"
 
-step "6/7 serve: score a fresh simulated catalog with the ensemble (resumable, exactly once)"
+step "6/7 serve: score a fresh simulated catalog with the ensemble (resumable, exactly once; auto picks the fastest validated path)"
 $L simulate --n 3000 --seed 3 --out "$OUT/data/catalog" --shard-size 1000 -q
 $L serve --bundle "$OUT/bundle" --input "$OUT/data/catalog" --out "$OUT/serve" --gallery
 echo "top candidates:"
@@ -40,8 +40,9 @@ $L serve --bundle "$OUT/bundle" --input "$OUT/survey/stamps" --out "$OUT/survey/
 .venv/bin/python -c "from astropy.table import Table; Table.read('$OUT/survey/serve/candidates.csv')['id','ra','dec','score','flags'][:5].pprint()"
 $L verify "$OUT/bundle" | tail -n 1
 
-step "7/7 bench: PyTorch vs ONNX Runtime, speed and agreement (short run)"
-$L bench --bundle "$OUT/bundle" --batch-sizes 1,64 --ensemble members,separate,fused --duration-s 1 \
+step "7/7 bench: PyTorch vs ONNX Runtime vs OpenVINO, fp32 and INT8, speed and agreement (short run)"
+$L bench --bundle "$OUT/bundle" --backends torch,ort,openvino --precision fp32,int8 --batch-sizes 64 \
+    --ensemble members,separate,fused --duration-s 1 \
     --instance g4dn.xlarge --output-dir "$OUT/bench"
 
 cat <<MSG

@@ -18,7 +18,7 @@ def test_bundle_manifest_and_artifacts(bundle_dir):
     m = b.manifest
     assert m["schema"] == "lenstrt-bundle/1" and [x.name for x in b.members] == ["resnet18-s0", "vit_tiny-s1000"]
     assert m["input"] == {"name": "images", "shape": [-1, 3, 64, 64], "dtype": "float32", "bands": ["g", "r", "i"],
-                          "image_size": 64, "survey": "lsst-gri"}
+                          "image_size": 64, "survey": "lsst-gri", "pixel_scale": 0.2}
     assert m["tensorrt"]["built"] is False and "TensorRT" in m["tensorrt"]["why"]
     for mem in b.members:
         arts = mem.entry["artifacts"]

@@ -158,3 +158,98 @@ def test_runners_are_activated_and_released():
     with Ensemble(runners, ["a", "b"], [1.0, 1.0], concurrency="threads"):
         assert all(r.active for r in runners)
     assert not any(r.active for r in runners)
+
+
+class Capped(Stub):
+    """A runner that takes at most `cap` rows per call (a TensorRT profile's maximum)."""
+
+    def __init__(self, name, out, cap):
+        super().__init__(name, out)
+        self.max_batch, self.sizes = cap, []
+
+    def infer(self, images):
+        assert len(images) <= self.max_batch
+        self.sizes.append(len(images))
+        return super().infer(images)
+
+
+def test_batches_larger_than_a_runner_takes_are_split_and_rejoined():
+    runners = [Capped("a", LOGITS[0] * 2, 3), Stub("b", LOGITS[1] * 2), Capped("c", LOGITS[2] * 2, 5)]
+    ens = Ensemble(runners, ["a", "b", "c"], TEMPS)
+    assert ens.max_batch == 3 and ens.info["max_batch"] == 3
+    with ens:
+        s = ens.infer(np.arange(8))
+    assert runners[0].sizes == runners[2].sizes == [3, 3, 2] and runners[1].calls == 3
+    score, std, members = _by_hand_mean([z * 2 for z in LOGITS], TEMPS)
+    np.testing.assert_allclose(s.score, score, rtol=1e-6)
+    np.testing.assert_allclose(s.score_std, std, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(s.members, members, rtol=1e-6)
+    assert Ensemble([Stub("x", [0.0])], ["x"], [1.0]).max_batch is None
+
+
+class Async(Stub):
+    """A runner that enqueues (infer_async) and is waited on later (collect), logging both."""
+    asynchronous = True
+
+    def __init__(self, name, out, log):
+        super().__init__(name, out)
+        self.log = log
+
+    def infer_async(self, images):
+        self.log.append(("enqueue", self.name))
+        return ("handle", images)
+
+    def collect(self, handle):
+        self.log.append(("collect", self.name))
+        return self.infer(handle[1])
+
+
+def test_streams_enqueue_every_member_before_waiting_on_any():
+    log: list = []
+    runners = [Async("a", LOGITS[0], log), Async("b", LOGITS[1], log)]
+    with Ensemble(runners, ["a", "b"], TEMPS[:2], concurrency="streams") as ens:
+        assert ens._pool is None   # every member is asynchronous: no threads needed
+        s = ens.infer(ROWS)
+    assert log == [("enqueue", "a"), ("enqueue", "b"), ("collect", "a"), ("collect", "b")]
+    np.testing.assert_allclose(s.score, _by_hand_mean(LOGITS[:2], TEMPS[:2])[0], rtol=1e-6)
+    # a member without a stream of its own (ONNX Runtime) runs in a thread beside the others
+    mixed = Ensemble([Async("a", LOGITS[0], []), Stub("b", LOGITS[1])], ["a", "b"], TEMPS[:2], concurrency="streams")
+    assert mixed._pool is not None
+    with mixed:
+        np.testing.assert_allclose(mixed.infer(ROWS).score, s.score, rtol=1e-12)
+    assert Ensemble([Stub("a", [0.0])], ["a"], [1.0], concurrency="threads")._pool is None   # one member: no pool
+
+
+class FakeUploader:
+    made: list = []
+    uploads: list = []
+
+    def __init__(self, device):
+        self.device = device
+        FakeUploader.made.append(device)
+
+    def __call__(self, images, consumers):
+        FakeUploader.uploads.append(len(consumers))
+        return np.array(images)   # "on the device": a copy with the same rows
+
+
+@pytest.mark.parametrize("device,concurrency,streams,mc,n,want", [
+    ("cuda:1", "streams", True, 0, 2, "cuda:1"), ("trt", "streams", True, 0, 2, "cuda"),
+    ("cpu", "streams", True, 0, 2, None), ("cuda", "sequential", True, 0, 2, None),
+    ("cuda", "streams", False, 0, 2, None), ("cuda", "streams", True, 4, 2, None), ("cuda", "streams", True, 0, 1, None),
+])
+def test_one_shared_upload_only_where_every_member_has_a_stream(monkeypatch, device, concurrency, streams, mc, n, want):
+    import lenstrt.runtime.device as dev
+
+    monkeypatch.setattr(dev, "Uploader", FakeUploader)
+    FakeUploader.made, FakeUploader.uploads = [], []
+    runners = [Async(f"m{j}", LOGITS[j], []) for j in range(n)]
+    for r in runners:
+        r.stream = object() if streams else None
+    fusion = "mean"
+    ens = Ensemble(runners, [r.name for r in runners], TEMPS[:n], fusion, concurrency, mc_samples=mc, device=device)
+    with ens:
+        assert ens.info["shared_upload"] is (want is not None) and FakeUploader.made == ([want] if want else [])
+        if not mc:
+            np.testing.assert_allclose(ens.infer(ROWS).score, _by_hand_mean(LOGITS[:n], TEMPS[:n])[0], rtol=1e-6)
+            assert FakeUploader.uploads == ([n] if want else [])   # one copy per batch, for all members

@@ -34,22 +34,39 @@ class BenchSpec:
     instance: str | None = None
     timeout_s: float = 600.0
     extra: dict = field(default_factory=dict)
+    precisions: tuple[str, ...] = ("auto",)   # --precision: each backend runs each one it supports
+
+
+def supports(backend: str, precision: str) -> bool:
+    """Whether the bench backend (worker.BACKENDS name) can run `precision` on any device."""
+    from lenstrt.bench.worker import BACKENDS
+    from lenstrt.runtime.select import SUPPORTED
+
+    if precision == "auto":
+        return True
+    base = BACKENDS[backend][0] if backend in BACKENDS else backend
+    if backend in ("torch-amp",):
+        return False  # torch-amp is torch at bf16/fp16: ask for `torch` with --precision instead
+    return any(precision in p for p in SUPPORTED.get(base, {}).values())
 
 
 def configs(spec: BenchSpec, bundle: Bundle) -> list[dict[str, Any]]:
     out = []
     names = [m.name for m in bundle.members]
     for backend in spec.backends:
-        for bs in spec.batch_sizes:
-            for mode in spec.ensemble:
-                if mode == "members":
-                    out += [{"backend": backend, "batch_size": bs, "ensemble": "member", "member": n} for n in names]
-                    continue
-                if mode == "fused" and (backend.startswith("torch") or not bundle.fused):
-                    continue
-                if mode == "concurrent" and len(names) < 2:
-                    continue
-                out.append({"backend": backend, "batch_size": bs, "ensemble": mode})
+        for prec in [p for p in spec.precisions if supports(backend, p)]:
+            tag = {} if prec == "auto" else {"precision": prec}
+            for bs in spec.batch_sizes:
+                for mode in spec.ensemble:
+                    if mode == "members":
+                        out += [{"backend": backend, "batch_size": bs, "ensemble": "member", "member": n, **tag}
+                                for n in names]
+                        continue
+                    if mode == "fused" and (backend.startswith("torch") or not bundle.fused):
+                        continue
+                    if mode == "concurrent" and len(names) < 2:
+                        continue
+                    out.append({"backend": backend, "batch_size": bs, "ensemble": mode, **tag})
     return out
 
 
@@ -100,13 +117,17 @@ def run_bench(bundle_dir: str | Path, spec: BenchSpec, data: list[str] | None = 
         cutouts, labels = _inputs(bundle, data, spec.n_agree, tmp)
         todo = configs(spec, bundle)
         ref_cfg = dict(REFERENCE)
-        all_cfgs = [ref_cfg] + [c for c in todo if c != ref_cfg]
+        all_cfgs = [ref_cfg] + [c for c in todo if c != ref_cfg and c != {**ref_cfg, "precision": "fp32"}]
         for i, c in enumerate(all_cfgs):
             cfg = {**c, "bundle": str(bundle.root), "warmup_ms": spec.warmup_ms, "duration_s": spec.duration_s,
                    "cutouts_npy": str(cutouts), "out": str(tmp / f"r{i}.json"),
                    "scores_out": str(tmp / f"s{i}.npy")}
             label = f"{c['backend']} {c['ensemble']}{':' + c['member'] if c.get('member') else ''} b{c['batch_size']}"
             res = run_config(cfg, spec.timeout_s)
+            if res.get("precision") and (c.get("precision") or c["backend"] != "torch"):
+                label += f" {res['precision']}"
+            elif c.get("precision"):
+                label += f" {c['precision']}"
             row = {**c, "label": label, **res}
             if res.get("ok"):
                 row["scores"] = np.load(cfg["scores_out"])
@@ -130,9 +151,25 @@ def run_bench(bundle_dir: str | Path, spec: BenchSpec, data: list[str] | None = 
               "bundle_manifest_sha256": bundle.manifest_sha256(), "members": [m.name for m in bundle.members],
               "spec": asdict(spec), "price": price_note, "reference": REFERENCE,
               "agreement_set": {"n": spec.n_agree, "labelled": labels is not None, "source": data or "simulated"},
-              "rows": rows}
+              "rows": rows, "member_models": member_models(bundle)}
     report["ratios"] = ratios(rows)
     return report
+
+
+def member_models(bundle: Bundle) -> list[dict[str, Any]]:
+    """Per member: parameter count (the fp32 graph's float initializers) and each artifact's size in bytes."""
+    import onnx
+
+    out = []
+    for m in bundle.members:
+        arts = m.entry.get("artifacts", {})
+        params = None
+        if "onnx" in arts:
+            g = onnx.load(str(bundle.path(arts["onnx"])), load_external_data=False).graph
+            params = int(sum(int(np.prod(t.dims)) for t in g.initializer if t.data_type == onnx.TensorProto.FLOAT))
+        out.append({"member": m.name, "arch": m.arch, "parameters": params,
+                    "bytes": {k: a.get("bytes") for k, a in arts.items()}})
+    return out
 
 
 def _agreement(ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None) -> dict[str, float]:
@@ -148,15 +185,18 @@ def _agreement(ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None) -> d
 def ratios(rows: list[dict]) -> list[dict]:
     """Speed of each row relative to torch (eager fp32) with the same member/mode and batch size."""
     base = {(r.get("member"), r["ensemble"], r["batch_size"]): r["images_per_s"] for r in rows
-            if r.get("ok") and r["backend"] == "torch"}
+            if r.get("ok") and r["backend"] == "torch" and r.get("precision", "fp32") == "fp32"}
     out = []
     for r in rows:
         key = (r.get("member"), r["ensemble"], r["batch_size"])
-        if r.get("ok") and r["backend"] != "torch" and key in base:
+        if r.get("ok") and not (r["backend"] == "torch" and r.get("precision", "fp32") == "fp32") and key in base:
             out.append({"label": r["label"], "vs": "torch", "speedup": r["images_per_s"] / base[key]})
     # concurrency and fusion against one-after-another, same backend and batch size
-    sep = {(r["backend"], r["batch_size"]): r["images_per_s"] for r in rows if r.get("ok") and r["ensemble"] == "separate"}
+    # (and the same precision)
+    sep = {(r["backend"], r["batch_size"], r.get("precision")): r["images_per_s"] for r in rows
+           if r.get("ok") and r["ensemble"] == "separate"}
     for r in rows:
-        if r.get("ok") and r["ensemble"] in ("concurrent", "fused") and (r["backend"], r["batch_size"]) in sep:
-            out.append({"label": r["label"], "vs": "separate", "speedup": r["images_per_s"] / sep[(r["backend"], r["batch_size"])]})
+        k = (r["backend"], r["batch_size"], r.get("precision"))
+        if r.get("ok") and r["ensemble"] in ("concurrent", "fused") and k in sep:
+            out.append({"label": r["label"], "vs": "separate", "speedup": r["images_per_s"] / sep[k]})
     return out

@@ -43,6 +43,11 @@ def markdown(report: dict[str, Any]) -> str:
              f"- agreement vs torch fp32 separate b64 on {report['agreement_set']['n']} cutouts; price: {report['price']}",
              "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(report)]
+    if report.get("member_models"):
+        lines += ["", "| member | arch | parameters | artifacts (MB) |", "|---|---|---|---|"]
+        lines += [f"| {m['member']} | {m['arch']} | {_fmt(m['parameters'], '{:,}')} | "
+                  + ", ".join(f"{k} {v / 1e6:.1f}" for k, v in m["bytes"].items() if v) + " |"
+                  for m in report["member_models"]]
     if report["ratios"]:
         lines += ["", "| speed-up | vs | x |", "|---|---|---|"]
         lines += [f"| {q['label']} | {q['vs']} | {q['speedup']:.2f} |" for q in report["ratios"]]

@@ -18,6 +18,7 @@ BACKENDS = {
     "torch": ("torch", None, {"amp": False}), "torch-amp": ("torch", None, {"amp": True}),
     "torch-compile": ("torch", None, {"compile": True, "amp": False}),
     "ort": ("ort", "cpu", {}), "ort-cuda": ("ort", "cuda", {}), "ort-trt": ("ort", "trt", {}), "trt": ("trt", "cuda", {}),
+    "openvino": ("openvino", "cpu", {}),
 }
 
 
@@ -44,7 +45,11 @@ def run(cfg: dict) -> dict:
     reps = -(-bs // len(cutouts))
     x = np.ascontiguousarray(np.concatenate([cutouts] * reps)[:bs])
     t_load = time.perf_counter()
-    ens = build_ensemble(bundle, backend, device, fused=mode == "fused", concurrency=concurrency, only=only, **extra)
+    precision = cfg.get("precision") or "auto"
+    if backend == "torch" and precision != "auto":
+        extra = {k: v for k, v in extra.items() if k != "amp"}  # --precision decides torch's autocast
+    ens = build_ensemble(bundle, backend, device, fused=mode == "fused", concurrency=concurrency, only=only,
+                         precision=precision, **extra)
     with ens, GpuMonitor("cuda" if gpu else device) as mon:
         load_s = time.perf_counter() - t_load
         timed = [r for r in ens.runners if backend == "torch" and gpu and hasattr(r, "timing")]
@@ -75,7 +80,7 @@ def run(cfg: dict) -> dict:
     return {"ok": True, "images_per_s": len(lat) * bs / elapsed, "latency": latency_stats(lat), "load_s": load_s,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "gpu": mon.summary(),
             "gpu_time_split": split,
-            "device": device, "concurrency": concurrency if mode != "fused" else "fused graph", "ensemble_info": info,
+            "device": device, "precision": info["runners"][0].get("precision"), "concurrency": concurrency if mode != "fused" else "fused graph", "ensemble_info": info,
             "providers": sorted({p for r in info["runners"] for p in r.get("providers", [])})}
 
 

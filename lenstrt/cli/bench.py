@@ -9,19 +9,24 @@ FULL_SUITE = {"backends": "torch,torch-amp,torch-compile,ort,ort-cuda,ort-trt,tr
 @click.command("bench")
 @click.option("--bundle", "bundle_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--backends", default="torch,ort", show_default=True,
-              help="torch,torch-amp,torch-compile,ort,ort-cuda,ort-trt,trt")
+              help="torch,torch-amp,torch-compile,ort,ort-cuda,ort-trt,trt,openvino")
+@click.option("--precision", "precisions", default="auto", show_default=True,
+              help="auto,fp32,bf16,fp16,int8 (comma-separated): each backend runs each precision it supports; "
+                   "auto = the fastest the bundle validated for it.")
 @click.option("--batch-sizes", default="1,64", show_default=True)
 @click.option("--ensemble", default="members,separate,concurrent,fused", show_default=True,
               help="members (each alone), separate (one after another), concurrent (threads/streams), fused")
 @click.option("--warmup-ms", type=float, default=200.0, show_default=True)
 @click.option("--duration-s", type=float, default=3.0, show_default=True)
 @click.option("--data", multiple=True, help="Labelled cutouts for agreement [simulated].")
+@click.option("--n-agree", type=click.IntRange(min=8), default=256, show_default=True,
+              help="Cutouts scored for agreement (top-100 overlap means something from ~1,000).")
 @click.option("--price-per-hour", type=float, default=None, help="USD per hour, for $ per million cutouts.")
 @click.option("--instance", default=None, help="Known instance name (lenstrt/cloud/prices.csv) for the price.")
 @click.option("--compare-amp", is_flag=True, help="Add torch-amp next to every torch configuration.")
 @click.option("--full-suite", is_flag=True, help="Every backend available here, batch 1-256, all ensemble modes, 5 s.")
 @click.option("--output-dir", default="bench_out", show_default=True, type=click.Path(file_okay=False))
-def command(bundle_dir, backends, batch_sizes, ensemble, warmup_ms, duration_s, data, price_per_hour, instance,
+def command(bundle_dir, backends, precisions, batch_sizes, ensemble, warmup_ms, duration_s, data, n_agree, price_per_hour, instance,
             compare_amp, full_suite, output_dir):
     """PyTorch vs ONNX Runtime vs TensorRT: throughput, latency, memory and agreement side by side."""
     from lenstrt.io import writable_dir
@@ -43,9 +48,22 @@ def command(bundle_dir, backends, batch_sizes, ensemble, warmup_ms, duration_s, 
     bad = [b for b in bl if b not in BACKENDS]
     if bad:
         raise click.BadParameter(f"unknown backend(s) {bad}; choose from {', '.join(BACKENDS)}", param_hint="--backends")
-    spec = BenchSpec(backends=tuple(bl), batch_sizes=tuple(int_list(batch_sizes) or [64]),
+    from lenstrt.bench.harness import supports
+    from lenstrt.runtime.select import PRECISIONS
+
+    pl = [p.strip() for p in precisions.split(",") if p.strip()] or ["auto"]
+    bad = [p for p in pl if p not in PRECISIONS]
+    if bad:
+        raise click.BadParameter(f"unknown precision(s) {bad}; choose from {', '.join(PRECISIONS)}",
+                                 param_hint="--precision")
+    for p in pl:
+        if not any(supports(b, p) for b in bl):
+            raise click.BadParameter(f"no backend in {','.join(bl)} runs {p} (torch: fp32/bf16/fp16; ort: fp32/fp16/"
+                                     "int8; openvino: fp32/bf16/int8; trt: its engines' precision)",
+                                     param_hint="--precision")
+    spec = BenchSpec(backends=tuple(bl), precisions=tuple(pl), batch_sizes=tuple(int_list(batch_sizes) or [64]),
                      ensemble=tuple(e.strip() for e in ensemble.split(",")), warmup_ms=warmup_ms, duration_s=duration_s,
-                     price_per_hour=price_per_hour, instance=instance)
+                     price_per_hour=price_per_hour, instance=instance, n_agree=n_agree)
     from lenstrt.bundle import Bundle
 
     Bundle(bundle_dir)  # a missing or corrupt bundle is one line before anything is printed

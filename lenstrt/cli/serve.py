@@ -9,7 +9,9 @@ from lenstrt.cli import options
 @click.option("--bundle", "bundle_dir", required=True, type=click.Path(file_okay=False), help="Bundle from `lenstrt export`.")
 @click.option("--input", "inputs", multiple=True, required=True, help="Cutout files, directories or globs (repeatable).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
-@click.option("--backend", default=None, help="auto | torch | ort | ort-cuda | ort-trt | trt")
+@click.option("--backend", default=None, help="auto | torch | ort | ort-cuda | ort-trt | trt | openvino")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16", "int8"]), default="auto",
+              show_default=True, help="auto: the fastest precision the bundle validated for the backend (says why).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
 @click.option("--fused/--separate", default=False, show_default=True, help="Run the fused ensemble graph, or members.")
@@ -50,7 +52,7 @@ from lenstrt.cli import options
 @click.option("--ignore-pixel-scale", is_flag=True, help="Score inputs at any pixel scale (no check).")
 @options.config
 @options.quiet
-def command(bundle_dir, inputs, out, backend, batch_size, fmt, fused, mc_samples, fusion, resume, strict, unit_rows,
+def command(bundle_dir, inputs, out, backend, precision, batch_size, fmt, fused, mc_samples, fusion, resume, strict, unit_rows,
             top_k, gallery, compile_, amp, cuda_graph, prevalence, ray_address, workers, gpus_per_worker, rescore_changed,
             readers, concurrency,
             keep_columns, candidates_format, pixel_scale_tolerance, ignore_pixel_scale, config_path, quiet):
@@ -65,7 +67,7 @@ def command(bundle_dir, inputs, out, backend, batch_size, fmt, fused, mc_samples
         fusion=fusion or cfg.ensemble.fusion_method, resume=resume, strict=strict, unit_rows=unit_rows,
         top_k=top_k, gallery=gallery, compile=compile_, cuda_graph=cuda_graph, concurrency=concurrency,
         prevalence=prevalence, amp=amp, candidates_format=candidates_format, readers=readers,
-        rescore_changed=rescore_changed,
+        rescore_changed=rescore_changed, precision=precision,
         keep_columns=None if keep_columns is None else tuple(c.strip() for c in keep_columns.split(",") if c.strip()),
         pixel_scale_tolerance=None if ignore_pixel_scale else pixel_scale_tolerance)
     if ray_address:

@@ -88,7 +88,11 @@ def _member_names(paths: list[Path]) -> list[str]:
 
 def export_bundle(checkpoints: list[str], out: str | Path, fp16: bool = False, fuse: bool = False,
                   batch: tuple[int, int, int] = (1, 64, 1024), triton: str | None = None, require_trt: bool = False,
-                  data: list[str] | None = None, n_val: int = 256, log=print) -> dict[str, Any]:
+                  data: list[str] | None = None, n_val: int = 256, log=print, int8: bool = False,
+                  calib_data: list[str] | None = None, calib_n: int = 256,
+                  calib_method: str = "percentile") -> dict[str, Any]:
+    """`int8`: also write an INT8 QDQ graph per member (and for the fused graph), calibrated on `calib_n`
+    cutouts of `calib_data` (default: simulated for the checkpoint's survey) with `calib_method`."""
     import torch
 
     from lenstrt.export import tensorrt as trtx
@@ -108,6 +112,7 @@ def export_bundle(checkpoints: list[str], out: str | Path, fp16: bool = False, f
     can_trt, trt_why = trtx.status()
     if require_trt and not can_trt:
         raise ExportError(f"--require-trt: cannot build TensorRT engines here: {trt_why}")
+    calib, calib_desc = _calibration(first, int8, calib_data, calib_n, calib_method)
     out = Path(out)
     tmp = out.parent / f".{out.name}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -148,6 +153,9 @@ def export_bundle(checkpoints: list[str], out: str | Path, fp16: bool = False, f
                     raise ExportError(f"member {name}: fp16 graph {why} on {val_desc}")
                 arts["onnx_fp16"] = _art(tmp, rel16, opset=spec.opset, precision="fp16 (mixed, fp32 I/O)",
                                          ort_opt_level=FP16_LEVEL, nodes=precision_summary(tmp / rel16))
+            if int8:
+                arts["onnx_int8"], agree["int8"] = _int8_member(tmp, name, rel, spec, calib, calib_desc, calib_method,
+                                                                images, ref, T, labels, val_desc)
             if can_trt:
                 rel_plan = f"{name}.plan"
                 info = _build_engine(tmp, rel16 if fp16 else rel, rel_plan, spec.input_name, (c_, h_, w_), batch, fp16,
@@ -160,6 +168,11 @@ def export_bundle(checkpoints: list[str], out: str | Path, fp16: bool = False, f
                     raise ExportError(f"member {name}: TensorRT {info['precision']} engine {why} on {val_desc}")
                 arts["plan"] = _art(tmp, rel_plan, agreement=agree["engine"], **info)
                 engines.append({"member": name, **arts["plan"]})
+                if int8:
+                    got8 = _int8_engine(tmp, name, spec, (c_, h_, w_), batch, images, ref, T, labels, val_desc, log)
+                    if got8:
+                        arts["plan_int8"], agree["engine_int8"] = got8
+                        engines.append({"member": name, **arts["plan_int8"]})
             members.append({
                 "name": name, "arch": c["arch"], "arch_kwargs": c["arch_kwargs"], "temperature": T,
                 "train_lens_fraction": c.get("train_lens_fraction", 0.5), "seed": c.get("seed"),
@@ -169,9 +182,13 @@ def export_bundle(checkpoints: list[str], out: str | Path, fp16: bool = False, f
             })
             log(f"{name}: fp32 max|Δlogit| {agree['fp32']['max_abs_logit_diff']:.1e}"
                 + (f", fp16 max|Δp| {agree['fp16']['max_abs_prob_diff']:.1e}" if fp16 else "")
+                + (f", int8 AUC drop {agree['int8'].get('auc_drop', 0):+.4f} top-100 "
+                   f"{agree['int8']['top100_overlap']:.2f}" if int8 else "")
                 + (", engine built" if "plan" in arts else "") + f" [{time.perf_counter() - t0:.1f} s]")
         fused = _fused(models, members, tmp, example, images, labels, fp16, batch, val_desc, can_trt, log) \
             if fuse else None
+        if fused and int8:
+            _int8_fused(fused, members, tmp, calib, calib_desc, calib_method, images, labels, val_desc)
         if fused and "plan" in fused["artifacts"]:
             engines.append({"member": "fused", **fused["artifacts"]["plan"]})
         manifest = {
@@ -207,7 +224,101 @@ def export_bundle(checkpoints: list[str], out: str | Path, fp16: bool = False, f
     return manifest
 
 
-# The fused graph's score is a mean of probabilities: its gates are on |Δp| directly.
+def _calibration(ckpt: dict[str, Any], int8: bool, data: list[str] | None, n: int,
+                 method: str) -> tuple[np.ndarray | None, str | None]:
+    if not int8:
+        return None, None
+    from lenstrt.export.int8 import METHODS, calibration_set
+
+    if method not in METHODS:
+        raise ExportError(f"--calib-method {method!r}: choose one of {', '.join(METHODS)}")
+    if n < 1:
+        raise ExportError(f"--calib-n {n}: need at least one calibration cutout")
+    return calibration_set(ckpt, data, n)
+
+
+def _int8_agreement(ref_logits: np.ndarray, logits: np.ndarray, T: float, labels) -> dict[str, Any]:
+    from lenstrt.bench.stats import top_k_overlap
+    from lenstrt.metrics import sigmoid
+
+    a = agreement(ref_logits, logits, T, labels)
+    a["top100_overlap"] = top_k_overlap(sigmoid(ref_logits / T), sigmoid(logits / T), 100)
+    return a
+
+
+def _int8_member(tmp: Path, name: str, rel: str, spec, calib, calib_desc, method: str, images, ref, T: float,
+                 labels, val_desc: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The member's INT8 QDQ graph from its fp32 graph, validated against the PyTorch fp32 reference."""
+    from lenstrt.export.int8 import int8_from_onnx, int8_gate_failure
+
+    rel8 = f"{name}.int8.onnx"
+    info = int8_from_onnx(tmp / rel, tmp / rel8, calib, method, spec.int8_float_ops)
+    got = run_onnx_guarded(tmp / rel8, images, FP32_LEVEL)[0][:, 0]
+    agree = _int8_agreement(ref, got, T, labels)
+    why = int8_gate_failure(agree, spec.atol_int8_prob, spec.mean_int8_prob, spec.max_auc_drop_int8,
+                            spec.min_top100_int8)
+    if why:
+        raise ExportError(f"member {name}: INT8 graph ({method} calibration on {calib_desc}) {why} on {val_desc}; "
+                          "try --calib-method or more --calib-n, or export without --int8")
+    return _art(tmp, rel8, opset=spec.opset, precision="int8", ort_opt_level=FP32_LEVEL, **info), agree
+
+
+def _int8_engine(tmp: Path, name: str, spec, chw, batch, images, ref, T: float, labels, val_desc: str,
+                 log) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The member's INT8 TensorRT engine, built strongly typed from its QDQ graph (explicit quantization)
+    and gated like the QDQ graph; None (and a log line) where this TensorRT or GPU cannot build one."""
+    from lenstrt.export import tensorrt as trtx
+    from lenstrt.export.int8 import int8_gate_failure
+
+    try:
+        fp = trtx.gpu_fingerprint()
+        problem = trtx.int8_problem(fp["tensorrt_version"], fp["compute_capability"])
+    except (ImportError, AttributeError):  # TensorRT faked in tests: no fingerprint to check
+        problem = None
+    if problem:
+        log(f"{name}: INT8 TensorRT engine skipped: {problem}")
+        return None
+    rel_plan = f"{name}.int8.plan"
+    info = _build_engine(tmp, f"{name}.int8.onnx", rel_plan, spec.input_name, chw, batch, False, log)
+    info.update(source_graph=trtx.source_graph_for("int8"), precision="int8")
+    got = _run_engine(tmp / rel_plan, info, images, [spec.output_name])
+    agree = _int8_agreement(ref, np.asarray(got, np.float64), T, labels)
+    why = int8_gate_failure(agree, spec.atol_int8_prob, spec.mean_int8_prob, spec.max_auc_drop_int8,
+                            spec.min_top100_int8)
+    if why:
+        raise ExportError(f"member {name}: TensorRT INT8 engine {why} on {val_desc}")
+    return _art(tmp, rel_plan, agreement=agree, **info), agree
+
+
+def _int8_fused(fused: dict[str, Any], members, tmp: Path, calib, calib_desc, method: str, images, labels,
+                val_desc: str) -> None:
+    """The fused graph's INT8 version, gated on its score against the members' fp32 mean (as the fused fp16 graph)."""
+    from lenstrt.bench.stats import top_k_overlap
+    from lenstrt.export.int8 import int8_from_onnx
+    from lenstrt.models import export_spec
+
+    extra = tuple({op for m in members for op in export_spec(m["arch"]).int8_float_ops})
+    info = int8_from_onnx(tmp / "ensemble.fused.onnx", tmp / "ensemble.fused.int8.onnx", calib, method, extra)
+    ref = run_onnx_guarded(tmp / "ensemble.fused.onnx", images, FP32_LEVEL)[0][:, 0]
+    got = run_onnx_guarded(tmp / "ensemble.fused.int8.onnx", images, FP32_LEVEL)[0][:, 0]
+    a: dict[str, Any] = {"n": int(len(ref)), "max_abs_prob_diff": float(np.abs(got - ref).max()),
+                         "mean_abs_prob_diff": float(np.abs(got - ref).mean()),
+                         "top100_overlap": top_k_overlap(ref, got, 100)}
+    # the members' INT8 graphs carry the AUC and top-100 gates; the fused one must match them in the mean
+    if a["mean_abs_prob_diff"] > FUSED_MEAN_INT8:
+        raise ExportError(f"fused INT8 graph: mean |prob diff| {a['mean_abs_prob_diff']:.2e} > {FUSED_MEAN_INT8} "
+                          f"(max {a['max_abs_prob_diff']:.2e}, top-100 overlap {a['top100_overlap']:.2f}) on {val_desc}")
+    if labels is not None and 0 < labels.sum() < len(labels):
+        from lenstrt.metrics import roc_auc
+
+        a["auc_reference"], a["auc"] = roc_auc(labels, ref), roc_auc(labels, got)
+        a["auc_drop"] = a["auc_reference"] - a["auc"]
+    fused["artifacts"]["onnx_int8"] = _art(tmp, "ensemble.fused.int8.onnx", precision="int8",
+                                           ort_opt_level=FP32_LEVEL, agreement=a, **info)
+
+
+FUSED_MEAN_INT8 = 0.02
+
 FUSED_ATOL_FP32, FUSED_ATOL_REDUCED = 1e-4, 1e-2
 
 

@@ -6,6 +6,11 @@ dtypes it should run in: the mixed-precision fp16 ONNX graph (preprocessing, Lay
 reductions kept fp32) for FP16, the fp32 graph otherwise. TensorRT 11 removed BuilderFlag.FP16 and
 10.12 deprecated it; on 10.0-10.11 it still exists, but weak typing would be free to run the
 preprocessing of raw fluxes (~1e5, above fp16's 65504) in fp16, so it is never set.
+
+INT8 is explicit quantization: the engine is built, strongly typed, from the INT8 QDQ graph that ONNX
+Runtime and OpenVINO run (`export --int8`); the scales are in the graph, so there is no calibrator and no
+INT8 builder flag (a strongly typed network refuses precision flags). `int8_problem` says where that
+cannot work.
 """
 
 from __future__ import annotations
@@ -43,6 +48,28 @@ def source_graph(fp16: bool) -> str:
     """Which ONNX graph an engine is built from: the mixed-precision one for an FP16 engine (TensorRT
     10.0-10.11's weakly typed FP16 flag is not used: nothing pins the preprocessing to fp32 there)."""
     return "fp16" if fp16 else "fp32"
+
+
+SOURCE_GRAPHS = {"fp32": "fp32", "fp16": "fp16", "int8": "int8"}
+
+
+def source_graph_for(precision: str) -> str:
+    """The ONNX graph an engine of `precision` is built from (manifest artifact onnx / onnx_fp16 / onnx_int8)."""
+    if precision not in SOURCE_GRAPHS:
+        raise ExportError(f"TensorRT engines are built fp32, fp16 or int8, not {precision!r}")
+    return SOURCE_GRAPHS[precision]
+
+
+def int8_problem(version: str, compute_capability: str) -> str | None:
+    """Why an explicitly quantized (QDQ) INT8 engine cannot be built here, or None. Strongly typed networks
+    with Q/DQ layers need TensorRT >= 10.0; INT8 kernels need compute capability >= 6.1, and without INT8
+    tensor cores (sm < 7.5) they are no faster than FP16."""
+    major, minor = parse_version(compute_capability)
+    if parse_version(version)[0] < 10:
+        return f"TensorRT {version}: strongly typed INT8 (QDQ) engines need TensorRT >= 10"
+    if (major, minor) < (7, 5):
+        return f"sm {compute_capability}: no INT8 tensor cores (need sm >= 7.5); use the fp16 engine"
+    return None
 
 
 def status() -> tuple[bool, str]:

@@ -24,6 +24,12 @@ class ExportSpec:
     atol_fp16_prob: float = 1e-2   # max |probability diff|, fp16 graph
     max_auc_drop_fp16: float = 0.002
     fp32_ops: tuple[str, ...] = ()  # ONNX op types kept in fp32 in the fp16 graph (beyond the defaults)
+    # INT8 QDQ graph (export --int8): gates on what a lens search keeps (docs/export.md)
+    atol_int8_prob: float = 0.5    # max |probability diff|: a gross-breakage guard (good graphs reach ~0.15)
+    mean_int8_prob: float = 0.02   # mean |probability diff|
+    max_auc_drop_int8: float = 0.002
+    min_top100_int8: float = 0.95  # top-100 overlap with the fp32 reference (sets of >= 200 rows)
+    int8_float_ops: tuple[str, ...] = ()  # ONNX op types kept in float in the INT8 graph (beyond the defaults)
 
 
 def register_model(name: str, spec: ExportSpec | None = None):

@@ -1,0 +1,186 @@
+"""`lenstrt export --int8`: the QDQ graph, what stays float, its validation gates, failure leaves nothing."""
+
+import importlib.util
+
+import numpy as np
+import onnx
+import pytest
+
+from lenstrt.bundle import Bundle
+from lenstrt.errors import ExportError
+from lenstrt.export.int8 import float_nodes, int8_gate_failure
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(run_dir, tmp_path_factory):
+    from lenstrt.export.pipeline import export_bundle
+
+    out = tmp_path_factory.mktemp("int8") / "b"
+    export_bundle([str(run_dir)], out, fuse=True, batch=(1, 16, 256), n_val=64, log=lambda *a: None, int8=True,
+                  calib_n=32)
+    return out
+
+
+def test_int8_artifacts_agreement_and_manifest(int8_bundle):
+    b = Bundle(int8_bundle)
+    assert all(r["ok"] for r in b.verify())
+    for m in b.members:
+        art = m.artifact("onnx_int8")
+        assert art["precision"] == "int8" and art["calibration"]["method"] == "percentile"
+        assert art["calibration"]["n"] == 32 and art["calibration"]["per_channel"]
+        a = m.entry["agreement"]["int8"]
+        for k in ("max_abs_prob_diff", "mean_abs_prob_diff", "top100_overlap", "n"):
+            assert k in a
+        assert a["mean_abs_prob_diff"] <= 0.02 and a["top100_enforced"] is False  # 64 rows: too few
+    fused = b.fused["artifacts"]["onnx_int8"]
+    assert fused["agreement"]["mean_abs_prob_diff"] <= 0.02 and fused["nodes"]["quantize_linear"] > 0
+
+
+def test_preprocessing_and_transformer_ops_stay_float(int8_bundle):
+    b = Bundle(int8_bundle)
+    for m in b.members:
+        g = onnx.load(str(b.path(m.artifact("onnx_int8")))).graph
+        assert sum(n.op_type == "QuantizeLinear" for n in g.node) > 0
+        producers = {o: n for n in g.node for o in n.output}
+        consumers: dict[str, list] = {}
+        for n in g.node:
+            for i in n.input:
+                consumers.setdefault(i, []).append(n)
+        for n in g.node:
+            if n.op_type in ("TopK", "Asinh", "LayerNormalization", "Softmax"):
+                src = producers.get(n.input[0])
+                assert src is None or src.op_type != "DequantizeLinear", (m.name, n.op_type)
+            if n.op_type == "Softmax":  # attention probabilities reach attention x V unquantized
+                assert all(c.op_type != "QuantizeLinear" for c in consumers.get(n.output[0], [])), m.name
+        # the graph input reaches the preprocessing unquantized
+        assert not any(n.op_type == "QuantizeLinear" and n.input[0] == g.input[0].name for n in g.node)
+
+
+def test_float_nodes_cover_preprocessing(int8_bundle):
+    b = Bundle(int8_bundle)
+    model = onnx.load(str(b.path(b.members[0].artifact("onnx"))))
+    keep = set(float_nodes(model))
+    ops = {n.op_type for n in model.graph.node if n.name in keep}
+    assert {"TopK", "Asinh"} <= ops and "Conv" not in ops
+
+
+def test_int8_runs_in_onnx_runtime_like_fp32(int8_bundle):
+    from lenstrt.runtime.select import build_ensemble
+
+    b = Bundle(int8_bundle)
+    x = np.random.default_rng(0).normal(100, 10, size=(8, 3, 64, 64)).astype(np.float32)
+    with build_ensemble(b, "ort", "cpu", precision="fp32") as e32, build_ensemble(b, "ort", "cpu", precision="int8") as e8:
+        s32, s8 = e32.infer(x).score, e8.infer(x).score
+        assert e8.info["runners"][0]["precision"] == "int8" and e32.info["runners"][0]["precision"] == "fp32"
+    assert np.abs(s32 - s8).max() < 0.3
+
+
+def _agree(**kw):
+    base = {"n": 1000, "max_abs_prob_diff": 0.1, "mean_abs_prob_diff": 0.005, "top100_overlap": 0.98,
+            "auc_reference": 0.99, "auc_drop": 0.0005}
+    return {**base, **kw}
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({}, None),
+    ({"auc_drop": 0.0035}, "AUC drop 0.0035 (tol 0.002)"),
+    ({"top100_overlap": 0.9}, "top-100 overlap 0.90 (min 0.95)"),
+    ({"max_abs_prob_diff": 0.6}, "max |prob diff| 6.00e-01 (tol 0.5)"),
+    ({"mean_abs_prob_diff": 0.05}, "mean |prob diff| 5.00e-02 (tol 0.02)"),
+    ({"top100_overlap": 0.5, "n": 150}, None),                                  # too few rows for top-100
+    ({"top100_overlap": 0.5, "auc_drop": 0.01, "auc_reference": 0.6}, None),   # a model that barely ranks
+])
+def test_int8_gate(kw, msg):
+    why = int8_gate_failure(_agree(**kw), 0.5, 0.02, 0.002, 0.95)
+    if msg is None:
+        assert why is None
+    else:
+        assert msg in why and "top-100 overlap" in why  # the figures are always named
+
+
+def test_int8_failure_names_member_and_leaves_nothing(run_dir, tmp_path, monkeypatch):
+    import lenstrt.models.registry as reg
+    from lenstrt.export.pipeline import export_bundle
+
+    reg._load()
+    monkeypatch.setitem(reg._SPECS, "resnet18", reg.ExportSpec(mean_int8_prob=0.0))
+    with pytest.raises(ExportError, match=r"member resnet18-s0: INT8 graph \(percentile calibration on .*mean \|prob diff\|"):
+        export_bundle([str(run_dir / "resnet18-s0" / "best.pt")], tmp_path / "b", n_val=16, log=lambda *a: None,
+                      int8=True, calib_n=8)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_calibration_options_are_user_errors(run_dir, tmp_path):
+    from lenstrt.export.pipeline import export_bundle
+
+    with pytest.raises(ExportError, match="--calib-method 'kl'"):
+        export_bundle([str(run_dir / "resnet18-s0" / "best.pt")], tmp_path / "b", n_val=16, log=lambda *a: None,
+                      int8=True, calib_method="kl")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
+                    reason="needs OpenVINO (pip install 'lenstrt[openvino]')")
+def test_openvino_runs_the_int8_graph(int8_bundle):
+    from lenstrt.runtime.select import build_ensemble
+
+    b = Bundle(int8_bundle)
+    x = np.random.default_rng(1).normal(100, 10, size=(8, 3, 64, 64)).astype(np.float32)
+    with build_ensemble(b, "ort", "cpu", precision="int8") as eo, \
+            build_ensemble(b, "openvino", "cpu", precision="int8", fused=True) as ev:
+        so, sv = eo.infer(x).score, ev.infer(x).score
+        assert ev.info["runners"][0]["precision"] == "int8"
+    assert np.abs(so - sv).max() < 0.3
+
+
+# -- INT8 TensorRT engines: explicit quantization from the same QDQ graph ---------------------------------------
+
+@pytest.mark.parametrize("version,cc,problem", [
+    ("10.13.0.35", "9.0", None), ("11.4.0", "8.9", None), ("10.0.1", "7.5", None),
+    ("8.6.1", "9.0", "need TensorRT >= 10"), ("10.13.0.35", "7.0", "no INT8 tensor cores"),
+    ("10.13.0.35", "6.1", "no INT8 tensor cores"),
+])
+def test_int8_engine_decision(version, cc, problem):
+    from lenstrt.export import tensorrt as trtx
+
+    got = trtx.int8_problem(version, cc)
+    assert (got is None) if problem is None else (problem in got)
+    assert trtx.source_graph_for("int8") == "int8" and trtx.source_graph_for("fp16") == "fp16"
+    with pytest.raises(ExportError, match="not 'int4'"):
+        trtx.source_graph_for("int4")
+
+
+def test_export_builds_int8_engine_from_the_qdq_graph(run_dir, tmp_path, monkeypatch):
+    """TensorRT faked as in test_gpu_logic: 'building' copies the graph, ONNX Runtime 'runs' it."""
+    import shutil
+
+    import lenstrt.export.pipeline as pipe
+    from lenstrt.export import tensorrt as trtx
+    from lenstrt.export.pipeline import export_bundle
+    from lenstrt.runtime.ort import OrtRunner
+    from lenstrt.runtime.select import resolve_precision
+
+    plan = {"tensorrt_version": "10.13.0.35", "gpu_name": "NVIDIA H100", "compute_capability": "9.0"}
+    built = []
+
+    def build(tmp, src_rel, rel_plan, input_name, chw, batch, fp16, log):
+        shutil.copyfile(tmp / src_rel, tmp / rel_plan)
+        built.append((src_rel, rel_plan))
+        return {"source_graph": trtx.source_graph(fp16), "precision": "fp16" if fp16 else "fp32", **plan,
+                "build": {"strongly_typed": True}}
+
+    def run(p, entry, images, outputs):
+        with OrtRunner("engine", p, "cpu", "all", output_names=outputs) as r:
+            return r.infer(images)
+
+    monkeypatch.setattr(trtx, "status", lambda: (True, "TensorRT (fake)"))
+    monkeypatch.setattr(pipe, "_build_engine", build)
+    monkeypatch.setattr(pipe, "_run_engine", run)
+    m = export_bundle([str(run_dir / "resnet18-s0" / "best.pt")], tmp_path / "b", n_val=32, log=lambda *a: None,
+                      int8=True, calib_n=8)
+    assert built == [("resnet18-s0.onnx", "resnet18-s0.plan"), ("resnet18-s0.int8.onnx", "resnet18-s0.int8.plan")]
+    p8 = m["members"][0]["artifacts"]["plan_int8"]
+    assert p8["precision"] == "int8" and p8["source_graph"] == "int8" and p8["build"]["strongly_typed"]
+    assert m["members"][0]["agreement"]["engine_int8"]["n"] == 32
+    assert [e["path"] for e in m["engines"]] == ["resnet18-s0.plan", "resnet18-s0.int8.plan"]
+    assert resolve_precision("trt", "cuda", "auto", Bundle(tmp_path / "b"))[0] == "int8"
