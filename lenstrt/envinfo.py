@@ -28,6 +28,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX512_BF16 or AMX: bf16 compute at about twice fp32 (torch autocast, OpenVINO's precision hint)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((ln for ln in fh if ln.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def gpus() -> list[dict[str, Any]] | str:
     """GPUs through NVML (nvidia-ml-py); a string saying why when there are none."""
     try:
@@ -83,8 +93,6 @@ def collect() -> dict[str, Any]:
 
         info["onnxruntime_providers"] = ort.get_available_providers()
     info["openvino"] = _version("openvino") or "not installed (pip install 'lenstrt[openvino]')"
-    from lenstrt.train.hardware import cpu_has_native_bf16
-
     info["cpu_native_bf16"] = cpu_has_native_bf16()  # bf16 precision on CPUs (torch autocast, OpenVINO hint)
     info["tensorrt"] = tensorrt_status()
     info["gpus"] = gpus()

@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 
 from lenstrt.bundle import Bundle, check_engine
+from lenstrt.envinfo import cpu_has_native_bf16 as cpu_has_bf16
 from lenstrt.errors import BackendError, BundleError, ConfigError
 
 BACKENDS = ("auto", "torch", "ort", "ort-cuda", "ort-trt", "trt", "openvino")
@@ -43,14 +44,6 @@ class Capabilities:
     tensorrt: str | None     # version, or None
     openvino: str | None = None   # version of the OpenVINO runtime, or None
     cpu_bf16: bool = False        # native bf16 compute (AVX512_BF16 or AMX)
-
-
-def cpu_has_bf16() -> bool:
-    try:
-        flags = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def openvino_version() -> str | None:

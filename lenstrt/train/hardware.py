@@ -6,16 +6,8 @@ import os
 from dataclasses import dataclass
 
 from lenstrt.config import DataConfig, TrainingConfig
+from lenstrt.envinfo import cpu_has_native_bf16
 from lenstrt.errors import ConfigError
-
-
-def cpu_has_native_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = next((ln for ln in fh if ln.startswith("flags")), "")
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 @dataclass(frozen=True)
