@@ -56,7 +56,7 @@ for meta in sorted(pathlib.Path("mutants").rglob("*.py.meta")):
         if any(fnmatch.fnmatch(key, p) for p in sys.argv[1:]):
             s = stat.get(code, "timeout" if code in (24, -24, 36, 152, 255) else f"exit {code}")
             res[str(meta.relative_to("mutants"))[:-5]][s] += 1
-            bad += [f"  {s}: {key}"] if s != "killed" else []
+            bad += [f"  {s}: {key}"] if s not in ("killed", "not run") else []
 for mod, c in res.items():
     n = sum(c.values()) - c["not run"]
     print(f"{mod:28} {c['killed']:4} of {n:4} killed ({100 * c['killed'] / max(n, 1):5.1f}%)  {dict(c)}")

@@ -208,17 +208,3 @@ def test_sigkill_at_each_commit_step_then_resume(where, reference, good_bundle_d
     assert _ledger_units(out) == ledger_after
     _check_resumed(out, reference, good_bundle_dir, good_test_dir, redo)
 
-
-def test_a_unit_delivered_twice_is_committed_once(good_bundle_dir, good_test_dir, tmp_path):
-    """Run.commit is idempotent per unit (the Ray driver may get a retried task's result twice)."""
-    from lenstrt.serve.pipeline import prepare
-
-    run = prepare(good_bundle_dir, [str(good_test_dir)], tmp_path, ServeOptions(**OPTS))
-    u = run.units[2]
-    cols = {"id": ["a", "b"], "score": np.array([0.1, 0.2], np.float32)}
-    run.commit(u, cols)
-    run.commit(u, {"id": ["c"], "score": np.array([0.9], np.float32)})
-    run.ledger.close()
-    lines = (tmp_path / "ledger.jsonl").read_text().splitlines()
-    assert [json.loads(x) for x in lines] == [{"unit": u.key, "part": part_name(2, "parquet"), "rows": 40, "index": 2}]
-    assert pq.read_table(tmp_path / "catalog" / part_name(2, "parquet")).column("id").to_pylist() == ["a", "b"]

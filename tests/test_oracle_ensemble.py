@@ -142,8 +142,9 @@ def test_fused_graph_outputs_pass_through():
 def test_configuration_errors_and_info():
     with pytest.raises(ConfigError, match="fusion_method must be 'mean' or 'uncertainty_weighted', not 'max'"):
         Ensemble([Stub("a", [0.0])], ["a"], [1.0], fusion="max")
-    with pytest.raises(ConfigError, match="--mc-samples K"):
+    with pytest.raises(ConfigError) as ei:
         Ensemble([Stub("a", [0.0])], ["a"], [1.0], fusion="uncertainty_weighted")
+    assert str(ei.value) == "fusion 'uncertainty_weighted' needs MC-dropout variances: --mc-samples K (torch backend)"
     ens = Ensemble([Stub("a", [0.0]), Stub("b", [0.0])], ["a", "b"], [1.0, 2.0], "uncertainty_weighted", "threads",
                    mc_samples=5)
     info = ens.info
@@ -151,6 +152,14 @@ def test_configuration_errors_and_info():
         "members": ["a", "b"], "fused": False, "concurrency": "threads", "fusion": "uncertainty_weighted",
         "mc_samples": 5}
     assert [r["backend"] for r in info["runners"]] == ["stub", "stub"]
+    assert ens._pool is not None and ens._pool._max_workers == 2   # members in threads, one each
+
+
+def test_raw_is_each_runners_output():
+    runners = [Stub("a", LOGITS[0]), Stub("b", LOGITS[1])]
+    with Ensemble(runners, ["a", "b"], TEMPS[:2]) as ens:
+        raw = ens.raw(np.array([2, 0]))
+    assert [r.tolist() for r in raw] == [[2.5, -3.0], [0.25, 1.0]]
 
 
 def test_runners_are_activated_and_released():

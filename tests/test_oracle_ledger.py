@@ -184,3 +184,63 @@ def test_unreadable_input_is_recorded_and_counted(good_bundle_dir, good_test_dir
     assert run.n_files == 1 and run.open_errors == 1 and len(run.units) == 3
     errors = [json.loads(x) for x in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
     assert len(errors) == 1 and errors[0]["file"].endswith("b.h5") and errors[0]["stage"] == "open"
+
+
+def test_a_unit_delivered_twice_is_committed_once(good_bundle_dir, good_test_dir, tmp_path):
+    """Run.commit is idempotent per unit (the Ray driver may get a retried task's result twice)."""
+    import pyarrow.parquet as pq
+
+    run = prepare(good_bundle_dir, [str(good_test_dir)], tmp_path, ServeOptions(**BASE))
+    u = run.units[2]
+    cols = {"id": ["a", "b"], "score": np.array([0.1, 0.2], np.float32)}
+    run.commit(u, cols)
+    run.commit(u, {"id": ["c"], "score": np.array([0.9], np.float32)})
+    run.ledger.close()
+    lines = (tmp_path / "ledger.jsonl").read_text().splitlines()
+    assert [json.loads(x) for x in lines] == [{"unit": u.key, "part": part_name(2, "parquet"), "rows": 28, "index": 2}]
+    assert pq.read_table(tmp_path / "catalog" / part_name(2, "parquet")).column("id").to_pylist() == ["a", "b"]
+
+
+def test_resume_with_changed_inputs_refuses_or_rescores_them(good_bundle_dir, good_test_dir, tmp_path):
+    data, out = tmp_path / "in", tmp_path / "out"
+    data.mkdir()
+    names = ["shard-00000.h5", "shard-00001.h5"]
+    for n in names:
+        shutil.copy(good_test_dir / n, data / n)
+    run = prepare(good_bundle_dir, [str(data)], out, ServeOptions(**BASE))
+    assert run.bundle.root == good_bundle_dir and run.out == out
+    for u in run.units:
+        run.commit(u, {"id": [u.key], "score": np.array([0.5], np.float32)})
+    run.ledger.close()
+    _prepare(good_bundle_dir, data, out)   # unchanged inputs: resumes
+    tail = f": changed since {out} scored it (size, time or content differ); pass --rescore-changed to score the " \
+           "changed file(s) again, or --no-resume to start over"
+    shutil.copy2(data / names[1], tmp_path / "kept.h5")      # shard 1 as it was, time stamp included
+    shutil.copy(good_test_dir / names[1], data / names[0])   # shard 0 replaced by other cutouts
+    with pytest.raises(InputError) as ei:
+        _prepare(good_bundle_dir, data, out)
+    assert str(ei.value) == f"{data / names[0]}{tail}"
+    shutil.copy(good_test_dir / names[0], data / names[1])   # and shard 1 too
+    with pytest.raises(InputError) as ei:
+        _prepare(good_bundle_dir, data, out)
+    assert str(ei.value) == f"{data / names[0]} (and 1 more){tail}"
+    shutil.copy2(tmp_path / "kept.h5", data / names[1])      # shard 1 back as it was
+    rescored = _prepare(good_bundle_dir, data, out, rescore_changed=True)
+    changed = {u.path for u in rescored.todo}
+    assert changed == {str(data / names[0])}   # only shard 0 is scored again
+    assert sorted(p.name for p in rescored.catalog.iterdir()) == [part_name(u.index, "parquet") for u in rescored.units
+                                                                  if u.path not in changed]
+    assert set(json.loads(x)["unit"] for x in (out / "ledger.jsonl").read_text().splitlines()) == {
+        u.key for u in rescored.units if u.path not in changed}
+
+
+def test_unreadable_inputs_only_is_one_error_naming_the_log(good_bundle_dir, tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "b.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    with pytest.raises(InputError, match=rf"no readable cutout files among the inputs \(see {tmp_path / 'out'}/errors.jsonl\)"):
+        _prepare(good_bundle_dir, tmp_path / "in", tmp_path / "out")
+
+
+def test_keep_columns_resume_compares_lists_with_tuples(good_bundle_dir, good_test_dir, tmp_path):
+    _prepare(good_bundle_dir, good_test_dir, tmp_path, keep_columns=())
+    _prepare(good_bundle_dir, good_test_dir, tmp_path, keep_columns=())   # JSON gives back a list: same option

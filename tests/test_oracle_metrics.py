@@ -157,7 +157,7 @@ def test_expected_calibration_error_by_hand():
     assert ece == pytest.approx(0.65 / 3)
     assert M.expected_calibration_error(np.array([1]), np.array([0.3]))[0] == pytest.approx(0.7)
     # probabilities a hair outside [0, 1] (rounding) land in the end bins
-    _, _, _, count = M.expected_calibration_error(np.array([0, 1]), np.array([-0.1, 1.2]), bins=4)
+    _, _, _, count = M.expected_calibration_error(np.array([0, 1]), np.array([-0.3, 1.2]), bins=4)
     assert count.tolist() == [1, 0, 0, 1]
 
 

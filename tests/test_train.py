@@ -43,6 +43,11 @@ def test_checkpoint_round_trip_and_contents(sim_dir, run_dir):
     p = 1 / (1 + np.exp(-predict_logits(ck.build_model(c), va.images, "cpu").astype(np.float64) / c["temperature"]))
     assert c["metrics"]["n"] == len(va.labels) > 0 and c["metrics"]["n_lenses"] == int(va.labels.sum())
     assert c["metrics"]["roc_auc"] == pytest.approx(roc_auc_score(va.labels, p), abs=1e-9)
+    # the AUC cannot tell calibrated from raw probabilities; the ECE (15 equal-width bins) can
+    bins = np.minimum((p * 15).astype(int), 14)
+    ece = sum(np.sum(bins == b) / len(p) * abs(p[bins == b].mean() - va.labels[bins == b].mean())
+              for b in range(15) if np.any(bins == b))
+    assert c["metrics"]["ece"] == pytest.approx(ece, abs=1e-9)
     m1, m2 = ck.build_model(c), ck.build_model(ck.load(run_dir / "resnet18-s0" / "best.pt"))
     x = torch.randn(3, 3, 64, 64)
     with torch.no_grad():
