@@ -168,3 +168,24 @@ def good_bundle_dir(good_run_dir, good_test_dir, tmp_path_factory) -> Path:
     return _built(tmp_path_factory, "good_bundle", lambda d: export_bundle(
         [str(good_run_dir)], d / "b", fp16=True, fuse=True, batch=(1, 16, 256), data=[str(good_test_dir)], n_val=256,
         log=lambda *a: None)) / "b"
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    """A moto server on 127.0.0.1: the real AWS HTTP API, offline (cloud tests)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture()
+def fake_credentials(monkeypatch):
+    """Fake AWS keys, so a test can check they never reach user data or output."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAABCDEFGHIJKLMNOP")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "super/secret/value/never/to/be/seen")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)

@@ -12,24 +12,7 @@ from lenstrt.cloud.estimate import bench_throughput, estimate
 from lenstrt.cloud.skypilot import task, to_yaml
 from lenstrt.io import sha256_file
 
-
-@pytest.fixture(scope="module")
-def moto_url():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture(autouse=True)
-def fake_credentials(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAABCDEFGHIJKLMNOP")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "super/secret/value/never/to/be/seen")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+pytestmark = pytest.mark.usefixtures("fake_credentials")
 
 
 def test_estimate_from_assumptions_and_bench(tmp_path):
