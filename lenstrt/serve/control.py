@@ -1,6 +1,6 @@
-"""What keeps one output directory safe: a usable --out, one run at a time, and a graceful stop.
+"""What keeps one output directory safe: one run at a time, and a graceful stop (a usable --out is
+`lenstrt.io.writable_dir`, shared by every command).
 
-- `usable_output_dir`: --out that cannot be created or written is one line naming it, not a traceback.
 - `OutputLock`: `fcntl.flock` on OUT/.lock for the whole run; a second serve on the same --out stops at
   once naming the holder's pid. The kernel drops the lock when its process dies, so a killed run's lock
   is simply taken over.
@@ -27,12 +27,6 @@ class Interrupted(LenstrtError):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.exit_code = 128 + signum  # 130 for SIGINT, 143 for SIGTERM, as shells report them
-
-
-def usable_output_dir(out: str | Path) -> Path:
-    from lenstrt.io import writable_dir
-
-    return writable_dir(out, "--out")
 
 
 class OutputLock:

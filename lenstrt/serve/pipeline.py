@@ -206,9 +206,10 @@ def serve(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: Serv
           progress: bool = True, log=print) -> dict[str, Any]:
     """Scores `inputs` with the bundle into `out`: one run per output directory (a lock), stopped
     gracefully by SIGTERM/SIGINT (serve/control.py), resumable and exactly once."""
-    from lenstrt.serve.control import OutputLock, Preemption, usable_output_dir
+    from lenstrt.io import writable_dir
+    from lenstrt.serve.control import OutputLock, Preemption
 
-    out = usable_output_dir(out)
+    out = writable_dir(out, "--out")
     with OutputLock(out), Preemption(log) as pre:
         return _serve(bundle_dir, inputs, out, opts, progress, log, pre)
 
@@ -351,8 +352,8 @@ def _serve(bundle_dir, inputs: list[str], out: Path, opts: ServeOptions, progres
     if pre.signum is not None:
         import signal
 
-        done = sum(1 for k in run.ledger.done if k in {x.key for x in units})
-        finish(run, ens.info, backend, device, why, stats, t_start, started)
+        summary = finish(run, ens.info, backend, device, why, stats, t_start, started)
+        done = summary["counts"]["units_done"]  # the committed units, as finish counted them
         raise Interrupted(f"{signal.Signals(pre.signum).name}: stopped after committing the units in progress "
                           f"({done} of {len(units)} units done); rerun the same command to resume", pre.signum)
     return finish(run, ens.info, backend, device, why, stats, t_start, started)

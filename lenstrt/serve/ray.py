@@ -97,9 +97,10 @@ def serve_ray(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: 
               progress: bool = True, log=print) -> dict[str, Any]:
     """`address`: 'auto' (a running cluster, else a local one), a cluster address, or None (use the Ray
     session this process already started). The driver holds the output directory's lock, as serve does."""
-    from lenstrt.serve.control import OutputLock, usable_output_dir
+    from lenstrt.io import writable_dir
+    from lenstrt.serve.control import OutputLock
 
-    out = usable_output_dir(out)
+    out = writable_dir(out, "--out")
     with OutputLock(out):
         return _serve_ray(bundle_dir, inputs, out, opts, address, workers, gpus_per_worker, progress, log)
 
