@@ -253,14 +253,18 @@ def _serve(bundle_dir, inputs: list[str], out: Path, opts: ServeOptions, progres
 
         gate = Drain()
         try:
-            for u, b, images, last in unit_batches(todo, opts.batch_size, bundle.input, opts.keep_columns,
-                                                    opts.readers, pin):
+            # Batches serve may hold unreleased: the queue, the ones in flight, the one waiting to be queued.
+            hold = opts.queue_depth + depth + 1
+            for u, b, images, last, release in unit_batches(todo, opts.batch_size, bundle.input, opts.keep_columns,
+                                                             opts.readers, pin, hold, stop):
                 if stop.is_set():
                     break
                 ok = gate.admit(u.key, last, pre.drain.is_set())
                 if ok is None:
                     break
-                if ok and not put((u, b, images, last)):
+                if not ok:
+                    release()
+                elif not put((u, b, images, last, release)):
                     return
         except BaseException as exc:  # surfaced in the main thread
             failure.append(exc)
@@ -296,8 +300,9 @@ def _serve(bundle_dir, inputs: list[str], out: Path, opts: ServeOptions, progres
     depth = 2 if pin else 1
 
     def complete_oldest() -> None:
-        u, b, last, handle, _images, t0 = in_flight.popleft()  # _images: pinned memory kept until copied
+        u, b, last, handle, release, t0 = in_flight.popleft()
         sc = ens.result(handle)
+        release()  # the batch buffer may be reused: its result (so its upload, on a GPU) is in
         stats["infer_s"] += time.perf_counter() - t0
         stats["rows"] += len(b)
         stats["flagged"] += int(np.count_nonzero(b.flags & FLAG_NONFINITE))
@@ -318,7 +323,7 @@ def _serve(bundle_dir, inputs: list[str], out: Path, opts: ServeOptions, progres
                     continue
                 if item is _STOP:
                     break
-                u, b, images, last = item
+                u, b, images, last, release = item
                 if isinstance(b, InputError):
                     while in_flight:  # this unit's earlier batches, and any other unit's, finish first
                         complete_oldest()
@@ -333,7 +338,7 @@ def _serve(bundle_dir, inputs: list[str], out: Path, opts: ServeOptions, progres
                 # The clock runs from submit to result: with two in flight it overlaps, so inference_img_s is
                 # a lower bound on the model's own speed there.
                 t0 = time.perf_counter()
-                in_flight.append((u, b, last, ens.submit(images), images, t0))
+                in_flight.append((u, b, last, ens.submit(images), release, t0))
                 if len(in_flight) >= depth:
                     complete_oldest()
             while in_flight and not failure and strict_error is None:

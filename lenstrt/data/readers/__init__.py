@@ -167,10 +167,18 @@ class CutoutFile:
         except KeyError:
             return None
 
-    def read(self, start: int, stop: int) -> Batch:
+    def read(self, start: int, stop: int, out: np.ndarray | None = None) -> Batch:
+        """Rows start..stop. `out`: a float32 C-contiguous buffer of at least that many rows of this file's
+        shape; the images are decoded into it and the batch's images are a view of it (serve's batch
+        buffers: no array allocated and no second copy per batch)."""
         lay = self._layout
+        direct = out is not None and not self._resize
         try:
-            raw, flags = lay.read(start, stop)
+            if direct:
+                flags = lay.read_into(start, stop, out)
+                raw = out[:stop - start]
+            else:
+                raw, flags = lay.read(start, stop)
             ids = lay.ids(start, stop)
             labels = lay.labels(start, stop)
             cols = {k: _text(np.asarray(lay.column(k, start, stop))) for k in self._keep}
@@ -183,7 +191,13 @@ class CutoutFile:
             raw, changed = fit_size(raw, self.spec.size, str(self.path))
             if changed:
                 flags = flags | FLAG_RESIZED
-        images, nonfinite = sanitize(raw)
+        if out is not None and not direct:
+            out[:len(raw)] = raw
+            raw = out[:len(raw)]
+        images, nonfinite = sanitize(raw, inplace=out is not None)
+        if out is not None and images is not raw:  # the caller feeds its buffer, not our Batch, to the model
+            out[:len(images)] = images
+            images = out[:len(images)]
         index = np.arange(start, start + len(images), dtype=np.int64)
         id_list = ids if ids is not None else [f"{self.path.name}:{i}" for i in index]
         return Batch(images, id_list, str(self.path), index, (flags | nonfinite).astype(np.int32), labels, cols)

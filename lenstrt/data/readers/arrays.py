@@ -66,6 +66,7 @@ class HDF5Layout(_ArrayLayout):
                 str(b) for b in np.atleast_1d(raw))
         self._setup(self._h5["images"], names)
         self._scale = float(self._h5["images"].attrs.get("scale", 1.0))  # float16 shards (data/shards.py)
+        self._scratch: np.ndarray | None = None  # read_into's buffer for stored dtypes other than float32
         ps = self._h5.attrs.get("pixel_scale")
         self.pixel_scale = float(ps) if ps is not None else None
         self._cols = tuple(k for k, v in self._h5.items()
@@ -80,6 +81,29 @@ class HDF5Layout(_ArrayLayout):
         if "flags" in self._h5:  # input flags (e.g. FLAG_EDGE from `lenstrt cutout`)
             flags |= np.asarray(self._h5["flags"][start:stop]).astype(np.int32)
         return raw, flags
+
+    def read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        if self._order is not None:
+            return super().read_into(start, stop, out)
+        dest = out[:stop - start]
+        if self._images.dtype == np.float32:  # HDF5 decodes (and decompresses) straight into the buffer
+            self._images.read_direct(dest, np.s_[start:stop])
+            if self._scale != 1.0:
+                dest *= np.float32(self._scale)
+        else:  # float16 storage: read as stored, widen in torch (vectorised F16C: ~5x numpy, ~6x HDF5's own)
+            import torch
+
+            if self._scratch is None or len(self._scratch) < len(dest):
+                self._scratch = np.empty(dest.shape, self._images.dtype)
+            raw = self._scratch[:len(dest)]
+            self._images.read_direct(raw, np.s_[start:stop])
+            wide = torch.from_numpy(dest).copy_(torch.from_numpy(raw))
+            if self._scale != 1.0:
+                wide.mul_(self._scale)
+        flags = np.zeros(stop - start, np.int32)
+        if "flags" in self._h5:
+            flags |= np.asarray(self._h5["flags"][start:stop]).astype(np.int32)
+        return flags
 
     def ids(self, start, stop):
         if "ids" not in self._h5:

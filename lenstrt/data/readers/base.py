@@ -100,6 +100,13 @@ class Layout:
     def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
+    def read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        """Rows start..stop into `out[:stop - start]` (float32, C-contiguous), returning the flags. Layouts
+        that can decode straight into the caller's buffer override it (no array allocated per batch)."""
+        raw, flags = self.read(start, stop)
+        out[:len(raw)] = raw
+        return flags
+
     def ids(self, start: int, stop: int) -> list[str] | None:
         return None
 
@@ -211,25 +218,31 @@ def fit_size(images: np.ndarray, size: tuple[int, int] | None, where: str) -> tu
     return out, True
 
 
-def sanitize(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def sanitize(raw: np.ndarray, inplace: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """float32 with non-finite pixels filled by the cutout-band median, plus per-row flags.
 
     Hot path of every read: a float32 array the reader just made (h5py, FITS) is used in place, not
-    copied again; and a finite batch is recognised by its sum (no per-pixel mask: a NaN or inf anywhere
-    makes the sum non-finite; a sum that overflows only sends us down the exact path)."""
-    owned = raw.dtype == np.float32 and raw.flags.writeable and raw.flags.c_contiguous and raw.base is None
+    copied again (`inplace`: nor a view of the caller's batch buffer); and a finite batch is recognised
+    by its row sums (no per-pixel mask: a NaN or inf makes its row's sum non-finite; a sum that
+    overflows only sends that row down the exact path). Not a BLAS product: its threads would fight
+    the reader processes for the cores."""
+    owned = raw.dtype == np.float32 and raw.flags.writeable and raw.flags.c_contiguous and (raw.base is None or inplace)
     images = raw if owned else np.array(raw, dtype=np.float32, copy=True)
     flags = np.zeros(len(images), dtype=np.int32)
-    if np.isfinite(images.sum()):
+    if not images.size:
         return images, flags
-    bad = ~np.isfinite(images)
-    if bad.any():
-        rows = np.flatnonzero(bad.any(axis=(1, 2, 3)))
-        for r in rows:
-            for c in range(images.shape[1]):
-                m = bad[r, c]
-                if m.any():
-                    good = images[r, c][~m]
-                    images[r, c][m] = np.median(good) if good.size else 0.0
-        flags[rows] |= FLAG_NONFINITE
+    flat = images.reshape(len(images), -1)
+    suspect = np.flatnonzero(~np.isfinite(flat.sum(axis=1)))
+    if not len(suspect):
+        return images, flags
+    for r in suspect:
+        bad = ~np.isfinite(images[r])
+        if not bad.any():
+            continue
+        for c in range(images.shape[1]):
+            m = bad[c]
+            if m.any():
+                good = images[r, c][~m]
+                images[r, c][m] = np.median(good) if good.size else 0.0
+        flags[r] |= FLAG_NONFINITE
     return images, flags
