@@ -45,6 +45,11 @@ $L bench --bundle "$OUT/bundle" --backends torch,ort,openvino --precision fp32,i
     --ensemble members,separate,fused --duration-s 1 \
     --instance g4dn.xlarge --output-dir "$OUT/bench"
 
+step "7b/7 inspect: a page to grade the top candidates by eye (open it from disk; keys 1-4 grade, arrows move)"
+$L inspect "$OUT/serve" --top 500 --out "$OUT/inspect" -q
+PAGE=$(cd "$OUT/inspect" && pwd)/index.html
+echo "open in a browser: file://$PAGE"
+
 cat <<MSG
 
 demo finished in $(( $(date +%s) - t0 )) s. Look at:
@@ -53,4 +58,5 @@ demo finished in $(( $(date +%s) - t0 )) s. Look at:
   $OUT/bundle/manifest.json           the exported bundle and its agreement figures
   $OUT/serve/candidates.csv, .png     the top lens candidates; summary.json for the run
   $OUT/bench/bench.md, bench.png      backend comparison
+  $OUT/inspect/index.html             grade the candidates (docs/inspect.md): file://$PAGE
 MSG

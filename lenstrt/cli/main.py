@@ -47,8 +47,10 @@ def cli() -> None:
 def _register() -> None:
     from lenstrt.cli import bench, cloud, evaluate, export, info, preview, serve, simulate, train, verify
     from lenstrt.cli import cutout as cutout_cmd
+    from lenstrt.cli import inspect as inspect_cmd
 
-    for mod in (info, simulate, preview, train, evaluate, export, cutout_cmd, serve, bench, cloud, verify):
+    for mod in (info, simulate, preview, train, evaluate, export, cutout_cmd, serve, inspect_cmd, bench, cloud,
+                verify):
         cli.add_command(mod.command)
 
 
