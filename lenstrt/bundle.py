@@ -4,6 +4,12 @@
 digests of every file, so a runtime can verify what it loads, and for TensorRT engines the
 TensorRT version, GPU and compute capability that built them: engines do not move between GPU
 models or TensorRT versions, and `check_engine` refuses a mismatched one with the fix.
+
+Precision is data (schema 2): every artifact entry says its `format` (onnx, plan) and `precision`
+(fp32, fp16, bf16, int8), runtimes look artifacts up by that pair (`find`), and each member records the
+tolerances its precisions were validated against, keyed by precision. Schema 1 bundles (no `format` or
+`precision` in most entries: the kind was in the key, `onnx_fp16`, `plan_int8`) are still read: `kind`
+derives the pair from the key there.
 """
 
 from __future__ import annotations
@@ -17,8 +23,36 @@ from typing import Any
 from lenstrt.errors import BundleError
 from lenstrt.io import sha256_file
 
-SCHEMA = "lenstrt-bundle/1"
+SCHEMA = "lenstrt-bundle/2"
+SCHEMAS = ("lenstrt-bundle/1", SCHEMA)   # what this lenstrt reads
 MANIFEST = "manifest.json"
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+
+
+def kind(key: str, entry: dict[str, Any]) -> tuple[str, str]:
+    """(format, precision) of an artifact entry: its own fields (schema 2), else from its key and its
+    free-text precision (schema 1: `onnx`, `onnx_fp16`, `onnx_int8`, `plan` (fp16 unless it says), `plan_int8`)."""
+    fmt, _, suffix = key.partition("_")
+    fmt = str(entry.get("format") or fmt)
+    text = str(entry.get("precision") or "").split(" ")[0]
+    if text in PRECISIONS:
+        return fmt, text
+    if suffix in PRECISIONS:
+        return fmt, suffix
+    return fmt, "fp16" if fmt == "plan" else "fp32"
+
+
+def find(artifacts: dict[str, Any] | None, fmt: str, precision: str) -> dict[str, Any] | None:
+    """The entry of `artifacts` (a member's or the fused graph's) with this format and precision, or None."""
+    for key, entry in (artifacts or {}).items():
+        if isinstance(entry, dict) and kind(key, entry) == (fmt, precision):
+            return entry
+    return None
+
+
+def precisions(artifacts: dict[str, Any] | None, fmt: str) -> list[str]:
+    """The precisions `artifacts` holds in format `fmt`."""
+    return [kind(k, e)[1] for k, e in (artifacts or {}).items() if isinstance(e, dict) and kind(k, e)[0] == fmt]
 
 
 @dataclass(frozen=True)
@@ -28,8 +62,18 @@ class Member:
     temperature: float
     entry: dict[str, Any]
 
-    def artifact(self, kind: str) -> dict[str, Any] | None:
-        return self.entry.get("artifacts", {}).get(kind)
+    def artifact(self, key: str, precision: str | None = None) -> dict[str, Any] | None:
+        """`artifact("onnx", "int8")`: by format and precision. `artifact("onnx_int8")`: by manifest key
+        (what schema 1 callers use; the same entries)."""
+        arts = self.entry.get("artifacts", {})
+        if precision is not None:
+            return find(arts, key, precision)
+        return arts.get(key)
+
+    @property
+    def tolerances(self) -> dict[str, Any]:
+        """Gates each precision passed at export, keyed by precision ({} for schema 1 bundles)."""
+        return dict(self.entry.get("tolerances") or {})
 
 
 class Bundle:
@@ -42,9 +86,19 @@ class Bundle:
             self.manifest: dict[str, Any] = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise BundleError(f"{path}: corrupt manifest ({exc}); re-run `lenstrt export`") from exc
-        if self.manifest.get("schema") != SCHEMA:
-            raise BundleError(f"{path}: schema {self.manifest.get('schema')!r}, this lenstrt reads {SCHEMA}; "
-                              "re-export the bundle with this version")
+        if self.manifest.get("schema") not in SCHEMAS:
+            raise BundleError(f"{path}: schema {self.manifest.get('schema')!r}, this lenstrt reads "
+                              f"{' and '.join(SCHEMAS)}; re-export the bundle with this version")
+
+    @property
+    def schema_version(self) -> int:
+        return int(str(self.manifest["schema"]).rsplit("/", 1)[1])
+
+    def graphs(self, fused: bool = False, only: list[str] | None = None) -> list[dict[str, Any]]:
+        """The artifact maps that will be served: the fused graph's, or each (selected) member's."""
+        if fused:
+            return [(self.fused or {}).get("artifacts", {})]
+        return [m.entry.get("artifacts", {}) for m in self.members if only is None or m.name in only]
 
     @property
     def members(self) -> list[Member]:

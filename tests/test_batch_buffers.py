@@ -74,7 +74,7 @@ def test_a_buffer_is_not_reused_before_it_is_released(tmp_path, pixels, n_reader
     files = [_shard(tmp_path / f"s{k}.h5", pixels + 1000 * k) for k in range(3)]
     want = {(str(p), i): pixels[i] + 1000 * k for k, p in enumerate(files) for i in range(len(pixels))}
     hold, held, seen = 3, [], []
-    for u, b, images, last, release in readers.unit_batches(_units(files, 24), 8, INPUT, None, n_readers,
+    for _u, b, images, _last, release in readers.unit_batches(_units(files, 24), 8, INPUT, None, n_readers,
                                                             pin=False, hold=hold):
         held.append((b, np.asarray(images), release))
         if len(held) > hold:
@@ -83,7 +83,7 @@ def test_a_buffer_is_not_reused_before_it_is_released(tmp_path, pixels, n_reader
                 np.testing.assert_array_equal(im0[r], want[b0.source, int(i)])
             seen += [(b0.source, int(i)) for i in b0.index]
             rel0()
-    for b0, im0, rel0 in held:
+    for b0, im0, _rel0 in held:
         for r, i in enumerate(b0.index):
             np.testing.assert_array_equal(im0[r], want[b0.source, int(i)])
         seen += [(b0.source, int(i)) for i in b0.index]

@@ -54,15 +54,10 @@ def test_configs_and_ratios(bundle_dir):
 
 
 def test_crashing_backend_becomes_failed_row(tmp_path, monkeypatch):
-    import lenstrt.bench.harness as h
+    import lenstrt.bench.process as p
 
-    real_run = h.subprocess.run
-
-    def crashing(cmd, **kw):
-        return real_run([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"], **kw)
-
-    monkeypatch.setattr(h.subprocess, "run", crashing)
-    row = run_config({"out": str(tmp_path / "r.json")}, timeout=30)
+    monkeypatch.setattr(p, "WORKER_CMD", [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"])
+    row = run_config({"out": str(tmp_path / "r.json"), "batch_size": 1}, timeout=30)
     assert row == {"ok": False, "error": "crashed (SIGSEGV)"}
 
 
@@ -71,12 +66,15 @@ def test_tiny_real_run_and_report(bundle_dir, tmp_path):
     spec = BenchSpec(backends=("torch", "ort"), batch_sizes=(1, 4), ensemble=("separate", "fused"), warmup_ms=10,
                      duration_s=0.3, n_agree=128, price_per_hour=1.0)
     rep = run_bench(bundle_dir, spec, progress=lambda *a: None)
-    assert rep["schema"] == "lenstrt-bench/1" and rep["env"]["cpu_cores"] >= 1
+    assert rep["schema"] == "lenstrt-bench/2" and rep["env"]["cpu_cores"] >= 1
     ok = [r for r in rep["rows"] if r["ok"]]
     # the reference (torch separate b64), torch separate b1/b4, ort separate and fused b1/b4
     assert len(ok) == len(rep["rows"]) == 1 + 2 + 4
     for r in ok:
         assert r["images_per_s"] > 0 and r["latency"]["p50_ms"] > 0 and r["usd_per_million"] > 0
+        sp = r["spread"]  # timed in windows until three agree (or the cap), the spread kept
+        assert 3 <= sp["windows"] <= spec.max_windows and sp["min"] <= r["images_per_s"] <= sp["max"]
+        assert r["ensemble"] != "separate" or r["vs_torch_fp32"] > 0  # ratio vs torch fp32 per row
         assert r["agreement"]["max_abs_prob_diff"] < 1e-3 and r["agreement"]["top100_overlap"] > 0.9
     assert any("CPUExecutionProvider" in r["providers"] for r in ok if r["backend"] == "ort")
     paths = write(rep, tmp_path / "out")

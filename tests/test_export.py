@@ -16,13 +16,16 @@ def test_bundle_manifest_and_artifacts(bundle_dir):
     b = Bundle(bundle_dir)
     assert all(r["ok"] for r in b.verify())  # every sha256 matches
     m = b.manifest
-    assert m["schema"] == "lenstrt-bundle/1" and [x.name for x in b.members] == ["resnet18-s0", "vit_tiny-s1000"]
+    assert m["schema"] == "lenstrt-bundle/2" and [x.name for x in b.members] == ["resnet18-s0", "vit_tiny-s1000"]
     assert m["input"] == {"name": "images", "shape": [-1, 3, 64, 64], "dtype": "float32", "bands": ["g", "r", "i"],
                           "image_size": 64, "survey": "lsst-gri", "pixel_scale": 0.2}
     assert m["tensorrt"]["built"] is False and "TensorRT" in m["tensorrt"]["why"]
     for mem in b.members:
         arts = mem.entry["artifacts"]
         assert set(arts) == {"onnx", "onnx_fp16"} and arts["onnx"]["opset"] >= 18
+        # precision as data: each artifact says what it is, each member the gates it passed
+        assert [(e["format"], e["precision"]) for e in arts.values()] == [("onnx", "fp32"), ("onnx", "fp16")]
+        assert mem.tolerances["fp32"] == {"atol_logit": 1e-4, "rtol_logit": 1e-5}
         a = mem.entry["agreement"]
         assert a["fp32"]["max_abs_logit_diff"] <= 1e-4 + 1e-5 * a["fp32"]["max_abs_ref_logit"]
         assert a["fp16"]["max_abs_prob_diff"] <= 1e-2

@@ -1,11 +1,15 @@
-"""Runs every configuration in a subprocess and assembles the report rows."""
+"""Runs every configuration in a subprocess and assembles the report rows.
+
+Stability (docs/bench.md): configurations that are compared with each other (same member or ensemble
+mode and batch size: the torch fp32 row and every backend and precision beside it) are loaded together,
+each in its own worker process, and timed in round-robin rounds, one window each per round, so load
+from elsewhere on the machine falls on all of them alike. A configuration stops when its last three
+windows agree within `stable_pct` (or after `max_windows`); its figure is the median of those three,
+and the row keeps every window's throughput (min / quartiles / max) to show the spread.
+"""
 
 from __future__ import annotations
 
-import json
-import signal
-import subprocess
-import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -15,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from lenstrt import __version__
-from lenstrt.bench.stats import top_k_overlap
+from lenstrt.bench.stats import is_stable, latency_stats, spread, top_k_overlap
 from lenstrt.bundle import Bundle
 
-SCHEMA = "lenstrt-bench/1"
+SCHEMA = "lenstrt-bench/2"   # 2: images_per_s is the median of stable windows; rows carry `spread`
 REFERENCE = {"backend": "torch", "ensemble": "separate", "batch_size": 64}
 
 
@@ -35,19 +39,22 @@ class BenchSpec:
     timeout_s: float = 600.0
     extra: dict = field(default_factory=dict)
     precisions: tuple[str, ...] = ("auto",)   # --precision: each backend runs each one it supports
+    stable_windows: int = 3       # windows that must agree
+    stable_pct: float = 5.0       # ... within this (max - min) / median
+    max_windows: int = 12         # then report the spread as it is
+    min_calls: int = 3            # calls per window, at least
+
+    @property
+    def window_s(self) -> float:
+        """One window: a third of --duration-s, so a quiet machine is done in about --duration-s."""
+        return self.duration_s / self.stable_windows
 
 
 def supports(backend: str, precision: str) -> bool:
-    """Whether the bench backend (worker.BACKENDS name) can run `precision` on any device."""
-    from lenstrt.bench.worker import BACKENDS
-    from lenstrt.runtime.select import SUPPORTED
+    """Whether the bench backend (a registry choice) can run `precision` on any device."""
+    from lenstrt.runtime.registry import supported_anywhere
 
-    if precision == "auto":
-        return True
-    base = BACKENDS[backend][0] if backend in BACKENDS else backend
-    if backend in ("torch-amp",):
-        return False  # torch-amp is torch at bf16/fp16: ask for `torch` with --precision instead
-    return any(precision in p for p in SUPPORTED.get(base, {}).values())
+    return supported_anywhere(backend, precision)
 
 
 def configs(spec: BenchSpec, bundle: Bundle) -> list[dict[str, Any]]:
@@ -80,21 +87,61 @@ def _inputs(bundle: Bundle, data: list[str] | None, n: int, tmp: Path) -> tuple[
     return tmp / "cutouts.npy", y
 
 
-def run_config(cfg: dict[str, Any], timeout: float) -> dict[str, Any]:
-    path = Path(cfg["out"]).with_suffix(".cfg.json")
-    path.write_text(json.dumps(cfg))
-    try:
-        proc = subprocess.run([sys.executable, "-m", "lenstrt.bench.worker", str(path)], capture_output=True,
-                              text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"ok": False, "error": f"timed out after {timeout:.0f} s"}
-    if proc.returncode != 0:
-        if proc.returncode < 0:
-            err = f"crashed ({signal.Signals(-proc.returncode).name})"
-        else:
-            err = (proc.stderr.strip().splitlines() or ["failed"])[-1][:300]
-        return {"ok": False, "error": err}
-    return json.loads(Path(cfg["out"]).read_text())
+def run_config(cfg: dict[str, Any], timeout: float, spec: BenchSpec | None = None) -> dict[str, Any]:
+    """One configuration alone, timed until stable: its result row fields, or {"ok": False, "error": ...}."""
+    return run_group([cfg], spec or BenchSpec(timeout_s=timeout))[0]
+
+
+def run_group(cfgs: list[dict[str, Any]], spec: BenchSpec, progress=None) -> list[dict[str, Any]]:
+    """Configurations timed side by side: each loaded (one after another, so no load overlaps a timing),
+    then round-robin timing windows until each is stable or at its cap."""
+    from lenstrt.bench.process import WorkerProcess
+
+    workers = []
+    for c in cfgs:
+        workers.append(WorkerProcess(c, spec.timeout_s))
+    windows: list[list[dict[str, Any]]] = [[] for _ in cfgs]
+    tol = spec.stable_pct / 100.0
+
+    def rates(i: int) -> list[float]:
+        return [w["calls"] * cfgs[i]["batch_size"] / w["seconds"] for w in windows[i]]
+
+    def active(i: int) -> bool:
+        return workers[i].ok and len(windows[i]) < spec.max_windows and not is_stable(rates(i), spec.stable_windows,
+                                                                                       tol)
+    while True:
+        live = [i for i in range(len(cfgs)) if active(i)]
+        if not live:
+            break
+        for i in live:
+            w = workers[i].window(spec.window_s, spec.min_calls)
+            if w is not None:
+                windows[i].append(w)
+    out = []
+    for i, wp in enumerate(workers):
+        res = wp.finish()
+        if res.get("ok"):
+            r = rates(i)
+            sp = spread(r, spec.stable_windows, tol)
+            lat = [t for w in windows[i][-spec.stable_windows:] for t in w["lat"]]
+            res.update(images_per_s=sp["images_per_s"], spread=sp, latency=latency_stats(lat))
+            if progress and not sp["stable"]:
+                progress(f"    (not stable after {sp['windows']} windows: {sp['min']:.1f}-{sp['max']:.1f} img/s)")
+        out.append(res)
+    return out
+
+
+def _label(c: dict[str, Any], res: dict[str, Any]) -> str:
+    label = f"{c['backend']} {c['ensemble']}{':' + c['member'] if c.get('member') else ''} b{c['batch_size']}"
+    if res.get("precision") and (c.get("precision") or c["backend"] != "torch"):
+        label += f" {res['precision']}"
+    elif c.get("precision"):
+        label += f" {c['precision']}"
+    return label
+
+
+def _group_key(c: dict[str, Any]) -> tuple:
+    return (c.get("member"), c["ensemble"], c["batch_size"])
 
 
 def run_bench(bundle_dir: str | Path, spec: BenchSpec, data: list[str] | None = None, progress=print) -> dict[str, Any]:
@@ -118,26 +165,35 @@ def run_bench(bundle_dir: str | Path, spec: BenchSpec, data: list[str] | None = 
         todo = configs(spec, bundle)
         ref_cfg = dict(REFERENCE)
         all_cfgs = [ref_cfg] + [c for c in todo if c != ref_cfg and c != {**ref_cfg, "precision": "fp32"}]
+        full = [{**c, "bundle": str(bundle.root), "warmup_ms": spec.warmup_ms, "cutouts_npy": str(cutouts),
+                 "out": str(tmp / f"r{i}.json"), "scores_out": str(tmp / f"s{i}.npy")} for i, c in enumerate(all_cfgs)]
+        groups: dict[tuple, list[int]] = {}
         for i, c in enumerate(all_cfgs):
-            cfg = {**c, "bundle": str(bundle.root), "warmup_ms": spec.warmup_ms, "duration_s": spec.duration_s,
-                   "cutouts_npy": str(cutouts), "out": str(tmp / f"r{i}.json"),
-                   "scores_out": str(tmp / f"s{i}.npy")}
-            label = f"{c['backend']} {c['ensemble']}{':' + c['member'] if c.get('member') else ''} b{c['batch_size']}"
-            res = run_config(cfg, spec.timeout_s)
-            if res.get("precision") and (c.get("precision") or c["backend"] != "torch"):
-                label += f" {res['precision']}"
-            elif c.get("precision"):
-                label += f" {c['precision']}"
+            groups.setdefault(_group_key(c), []).append(i)
+        results: dict[int, dict[str, Any]] = {}
+        for idx in groups.values():
+            progress(f"  timing {len(idx)} configuration(s) side by side: "
+                     + ", ".join(_label(all_cfgs[i], {}) for i in idx))
+            for i, res in zip(idx, run_group([full[i] for i in idx], spec, progress)):
+                results[i] = res
+        for i, c in enumerate(all_cfgs):
+            res = results[i]
+            label = _label(c, res)
             row = {**c, "label": label, **res}
             if res.get("ok"):
-                row["scores"] = np.load(cfg["scores_out"])
+                row["scores"] = np.load(full[i]["scores_out"])
                 if price is not None:
                     from lenstrt.cloud.pricing import usd_per_million
 
                     row["usd_per_million"] = usd_per_million(res["images_per_s"], price)
             rows.append(row)
-            progress(f"  {label:<42} " + (f"{res['images_per_s']:9.1f} img/s  p50 {res['latency']['p50_ms']:.2f} ms"
-                                           if res.get("ok") else f"FAILED: {res['error']}"))
+            if res.get("ok"):
+                sp = res["spread"]
+                line = (f"{res['images_per_s']:9.1f} img/s  ({sp['min']:.1f}-{sp['max']:.1f} over {sp['windows']} "
+                        f"windows{'' if sp['stable'] else ', not stable'})  p50 {res['latency']['p50_ms']:.2f} ms")
+            else:
+                line = f"FAILED: {res['error']}"
+            progress(f"  {label:<42} " + line)
         ref = rows[0]
         for r in rows:
             if r.get("ok") and ref.get("ok") and not r.get("member"):
@@ -164,8 +220,9 @@ def member_models(bundle: Bundle) -> list[dict[str, Any]]:
     for m in bundle.members:
         arts = m.entry.get("artifacts", {})
         params = None
-        if "onnx" in arts:
-            g = onnx.load(str(bundle.path(arts["onnx"])), load_external_data=False).graph
+        fp32 = m.artifact("onnx", "fp32")
+        if fp32:
+            g = onnx.load(str(bundle.path(fp32)), load_external_data=False).graph
             params = int(sum(int(np.prod(t.dims)) for t in g.initializer if t.data_type == onnx.TensorProto.FLOAT))
         out.append({"member": m.name, "arch": m.arch, "parameters": params,
                     "bytes": {k: a.get("bytes") for k, a in arts.items()}})
@@ -183,16 +240,18 @@ def _agreement(ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None) -> d
 
 
 def ratios(rows: list[dict]) -> list[dict]:
-    """Speed of each row relative to torch (eager fp32) with the same member/mode and batch size."""
+    """Speed of each row relative to torch (eager fp32) with the same member/mode and batch size (also set
+    on the row as `vs_torch_fp32`), and concurrent/fused against separate at the same precision."""
     base = {(r.get("member"), r["ensemble"], r["batch_size"]): r["images_per_s"] for r in rows
             if r.get("ok") and r["backend"] == "torch" and r.get("precision", "fp32") == "fp32"}
     out = []
     for r in rows:
         key = (r.get("member"), r["ensemble"], r["batch_size"])
-        if r.get("ok") and not (r["backend"] == "torch" and r.get("precision", "fp32") == "fp32") and key in base:
-            out.append({"label": r["label"], "vs": "torch", "speedup": r["images_per_s"] / base[key]})
-    # concurrency and fusion against one-after-another, same backend and batch size
-    # (and the same precision)
+        if r.get("ok") and key in base:
+            r["vs_torch_fp32"] = r["images_per_s"] / base[key]
+            if not (r["backend"] == "torch" and r.get("precision", "fp32") == "fp32"):
+                out.append({"label": r["label"], "vs": "torch", "speedup": r["vs_torch_fp32"]})
+    # concurrency and fusion against one-after-another, same backend, batch size and precision
     sep = {(r["backend"], r["batch_size"], r.get("precision")): r["images_per_s"] for r in rows
            if r.get("ok") and r["ensemble"] == "separate"}
     for r in rows:

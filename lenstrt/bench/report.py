@@ -16,7 +16,7 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
     out = []
     for r in report["rows"]:
         if not r.get("ok"):
-            out.append([r["label"], "FAILED", "-", "-", "-", "-", "-", "-", r.get("error", "")[:60]])
+            out.append([r["label"], "FAILED", "-", "-", "-", "-", "-", "-", "-", "-", r.get("error", "")[:60]])
             continue
         a = r.get("agreement") or {}
         lat = r["latency"]
@@ -24,23 +24,35 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
         where = ",".join(p.replace("ExecutionProvider", "") for p in r.get("providers", []))
         if split:
             where += " H2D/compute/D2H {h2d_share:.0%}/{compute_share:.0%}/{d2h_share:.0%}".format(**split)
-        out.append([r["label"], _fmt(r["images_per_s"], "{:,.1f}"), _fmt(lat.get("p50_ms"), "{:.2f}"),
+        out.append([r["label"], _fmt(r["images_per_s"], "{:,.1f}"), _spread(r.get("spread")),
+                    _fmt(r.get("vs_torch_fp32"), "{:.2f}x"), _fmt(lat.get("p50_ms"), "{:.2f}"),
                     _fmt(lat.get("p99_ms"), "{:.2f}"), _fmt(r.get("peak_rss_mib"), "{:,.0f}"),
                     _fmt(a.get("max_abs_prob_diff"), "{:.1e}"), _fmt(a.get("top100_overlap"), "{:.2f}"),
                     _fmt(r.get("usd_per_million"), "${:.3f}"), where.strip()])
     return out
 
 
-HEADER = ["configuration", "img/s", "p50 ms", "p99 ms", "RSS MiB", "max |Δp|", "top-100", "$/1M", "providers / GPU time"]
+def _spread(sp: dict | None) -> str:
+    """min-max over the windows, their count, and `!` where the last three never agreed."""
+    if not sp:
+        return "-"
+    return f"{sp['min']:,.1f}-{sp['max']:,.1f} ({sp['windows']}{'' if sp['stable'] else '!'})"
+
+
+HEADER = ["configuration", "img/s", "min-max (windows)", "vs torch fp32", "p50 ms", "p99 ms", "RSS MiB", "max |Δp|", "top-100", "$/1M", "providers / GPU time"]
 
 
 def markdown(report: dict[str, Any]) -> str:
     env = report["env"]
+    spec = report.get("spec", {})
     lines = [f"# lenstrt bench ({report['created']})", "",
              f"- machine: {env['cpu']} x{env['cpu_cores']}, GPUs: {env['gpus']}",
              f"- torch {env['torch']}, onnxruntime {env['onnxruntime']}, TensorRT: {env['tensorrt']}",
              f"- bundle: `{report['bundle']}` (members: {', '.join(report['members'])})",
              f"- agreement vs torch fp32 separate b64 on {report['agreement_set']['n']} cutouts; price: {report['price']}",
+             f"- img/s: median of the last {spec.get('stable_windows', 3)} timing windows once they agree within "
+             f"{spec.get('stable_pct', 5)}% (configurations compared with each other timed in interleaved rounds); "
+             f"min-max over every window, `!` = never stable in {spec.get('max_windows', 12)} windows",
              "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(report)]
     if report.get("member_models"):

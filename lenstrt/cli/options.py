@@ -16,3 +16,18 @@ def int_list(value: str | None) -> list[int] | None:
         return [int(v) for v in value.split(",") if v.strip()]
     except ValueError as exc:
         raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from exc
+
+
+def backend_help(bench: bool = False) -> str:
+    """The --backend(s) help, from the backend registry (one declaration per backend)."""
+    from lenstrt.runtime.registry import CHOICES
+
+    names = [n for n, c in CHOICES.items() if bench or not c.bench_only]
+    head = "" if bench else "auto: the fastest validated here, says why; "
+    return head + "; ".join(f"{n}: {CHOICES[n].help}" for n in names)
+
+
+def precision_names() -> list[str]:
+    from lenstrt.runtime.registry import PRECISIONS
+
+    return ["auto", *PRECISIONS]

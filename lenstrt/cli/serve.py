@@ -3,14 +3,15 @@ from __future__ import annotations
 import click
 
 from lenstrt.cli import options
+from lenstrt.runtime.registry import serve_names
 
 
 @click.command("serve")
 @click.option("--bundle", "bundle_dir", required=True, type=click.Path(file_okay=False), help="Bundle from `lenstrt export`.")
 @click.option("--input", "inputs", multiple=True, required=True, help="Cutout files, directories or globs (repeatable).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
-@click.option("--backend", default=None, help="auto | torch | ort | ort-cuda | ort-trt | trt | openvino")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16", "int8"]), default="auto",
+@click.option("--backend", type=click.Choice(serve_names()), default=None, help=options.backend_help())
+@click.option("--precision", type=click.Choice(options.precision_names()), default="auto",
               show_default=True, help="auto: the fastest precision the bundle validated for the backend (says why).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)

@@ -17,16 +17,20 @@ import numpy as np
 
 from lenstrt import __version__
 from lenstrt import checkpoint as ck
-from lenstrt.bundle import MANIFEST, SCHEMA
+from lenstrt.bundle import MANIFEST, SCHEMA, kind
 from lenstrt.errors import ExportError
+from lenstrt.export.tolerances import gate, tolerances
 from lenstrt.export.validate import agreement, run_onnx_guarded, within
 from lenstrt.io import sha256_file, write_json
 
 FP32_LEVEL, FP16_LEVEL = "all", "extended"  # ORT_ENABLE_ALL crashed on an fp16 ViT graph (docs/export.md)
 
 
-def _art(root: Path, rel: str, **extra: Any) -> dict[str, Any]:
-    return {"path": rel, "sha256": sha256_file(root / rel), "bytes": (root / rel).stat().st_size, **extra}
+def _art(root: Path, rel: str, fmt: str, precision: str, **extra: Any) -> dict[str, Any]:
+    """A manifest artifact entry: the file (path, sha256, bytes) and what it is (format, precision), so
+    runtimes find it by (format, precision) and never by its key (bundle.find)."""
+    return {"path": rel, "sha256": sha256_file(root / rel), "bytes": (root / rel).stat().st_size, "format": fmt,
+            "precision": precision, **extra}
 
 
 def validation_set(ckpt: dict[str, Any], data: list[str] | None, n: int) -> tuple[np.ndarray, np.ndarray | None, str]:
@@ -126,6 +130,7 @@ def export_bundle(checkpoints: list[str], out: str | Path, fp16: bool = False, f
         for name, p, c in zip(names, paths, ckpts):
             t0 = time.perf_counter()
             spec = export_spec(c["arch"])
+            tols = tolerances(spec)
             rel_ck = f"checkpoints/{name}.pt"
             shutil.copyfile(p, tmp / rel_ck)
             model = ck.build_model(c)
@@ -138,20 +143,21 @@ def export_bundle(checkpoints: list[str], out: str | Path, fp16: bool = False, f
             onnx_from_module(model, example, tmp / rel, spec.input_name, [spec.output_name], spec.opset, batch[2])
             got = run_onnx_guarded(tmp / rel, images, FP32_LEVEL)[0][:, 0]
             agree["fp32"] = agreement(ref, got, T, labels)
-            if not within(ref, got, spec.atol_fp32, spec.rtol_fp32):
+            t32 = tols["fp32"]
+            if not within(ref, got, t32.atol_logit or 0.0, t32.rtol_logit or 0.0):
                 raise ExportError(f"member {name}: fp32 ONNX max |logit diff| {agree['fp32']['max_abs_logit_diff']:.2e} "
-                                  f"exceeds {spec.atol_fp32:.0e} + {spec.rtol_fp32:.0e} x |logit| on {val_desc}")
-            arts["onnx"] = _art(tmp, rel, opset=spec.opset, precision="fp32", ort_opt_level=FP32_LEVEL)
+                                  f"exceeds {t32.atol_logit:.0e} + {t32.rtol_logit:.0e} x |logit| on {val_desc}")
+            arts["onnx"] = _art(tmp, rel, "onnx", "fp32", opset=spec.opset, ort_opt_level=FP32_LEVEL)
             if fp16:
                 rel16 = f"{name}.fp16.onnx"
                 fp16_from_onnx(tmp / rel, tmp / rel16, spec.fp32_ops)
                 got16 = run_onnx_guarded(tmp / rel16, images, FP16_LEVEL)[0][:, 0]
                 a16 = agreement(ref, got16, T, labels)
                 agree["fp16"] = a16
-                why = gate_failure(a16, spec.atol_fp16_prob, spec.max_auc_drop_fp16)
+                why = gate(a16, tols["fp16"])
                 if why:
                     raise ExportError(f"member {name}: fp16 graph {why} on {val_desc}")
-                arts["onnx_fp16"] = _art(tmp, rel16, opset=spec.opset, precision="fp16 (mixed, fp32 I/O)",
+                arts["onnx_fp16"] = _art(tmp, rel16, "onnx", "fp16", io="fp32", opset=spec.opset,
                                          ort_opt_level=FP16_LEVEL, nodes=precision_summary(tmp / rel16))
             if int8:
                 arts["onnx_int8"], agree["int8"] = _int8_member(tmp, name, rel, spec, calib, calib_desc, calib_method,
@@ -163,10 +169,10 @@ def export_bundle(checkpoints: list[str], out: str | Path, fp16: bool = False, f
                 # Every engine is checked like every graph: against the PyTorch fp32 reference (Polygraphy's habit).
                 got_e = _run_engine(tmp / rel_plan, info, images, [spec.output_name])
                 agree["engine"] = agreement(ref, np.asarray(got_e, np.float64), T, labels)
-                why = gate_failure(agree["engine"], spec.atol_fp16_prob, spec.max_auc_drop_fp16)
+                why = gate(agree["engine"], tols["fp16"])  # fp16 engines, and fp32 ones on TensorRT < 10.12
                 if why:
                     raise ExportError(f"member {name}: TensorRT {info['precision']} engine {why} on {val_desc}")
-                arts["plan"] = _art(tmp, rel_plan, agreement=agree["engine"], **info)
+                arts["plan"] = _art(tmp, rel_plan, "plan", agreement=agree["engine"], **info)
                 engines.append({"member": name, **arts["plan"]})
                 if int8:
                     got8 = _int8_engine(tmp, name, spec, (c_, h_, w_), batch, images, ref, T, labels, val_desc, log)
@@ -177,7 +183,9 @@ def export_bundle(checkpoints: list[str], out: str | Path, fp16: bool = False, f
                 "name": name, "arch": c["arch"], "arch_kwargs": c["arch_kwargs"], "temperature": T,
                 "train_lens_fraction": c.get("train_lens_fraction", 0.5), "seed": c.get("seed"),
                 "metrics": c.get("metrics", {}), "source_checkpoint": str(p),
-                "checkpoint": _art(tmp, rel_ck), "artifacts": arts, "agreement": agree,
+                "checkpoint": _art(tmp, rel_ck, "checkpoint", "fp32"), "artifacts": arts, "agreement": agree,
+                # the gates this member's artifacts passed, by precision
+                "tolerances": {p: tols[p].as_dict() for p in sorted({kind(k, e)[1] for k, e in arts.items()})},
                 "export_time_s": round(time.perf_counter() - t0, 2),
             })
             log(f"{name}: fp32 max|Δlogit| {agree['fp32']['max_abs_logit_diff']:.1e}"
@@ -249,18 +257,17 @@ def _int8_agreement(ref_logits: np.ndarray, logits: np.ndarray, T: float, labels
 def _int8_member(tmp: Path, name: str, rel: str, spec, calib, calib_desc, method: str, images, ref, T: float,
                  labels, val_desc: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The member's INT8 QDQ graph from its fp32 graph, validated against the PyTorch fp32 reference."""
-    from lenstrt.export.int8 import int8_from_onnx, int8_gate_failure
+    from lenstrt.export.int8 import int8_from_onnx
 
     rel8 = f"{name}.int8.onnx"
     info = int8_from_onnx(tmp / rel, tmp / rel8, calib, method, spec.int8_float_ops)
     got = run_onnx_guarded(tmp / rel8, images, FP32_LEVEL)[0][:, 0]
     agree = _int8_agreement(ref, got, T, labels)
-    why = int8_gate_failure(agree, spec.atol_int8_prob, spec.mean_int8_prob, spec.max_auc_drop_int8,
-                            spec.min_top100_int8)
+    why = gate(agree, tolerances(spec)["int8"])
     if why:
         raise ExportError(f"member {name}: INT8 graph ({method} calibration on {calib_desc}) {why} on {val_desc}; "
                           "try --calib-method or more --calib-n, or export without --int8")
-    return _art(tmp, rel8, opset=spec.opset, precision="int8", ort_opt_level=FP32_LEVEL, **info), agree
+    return _art(tmp, rel8, "onnx", "int8", opset=spec.opset, ort_opt_level=FP32_LEVEL, **info), agree
 
 
 def _int8_engine(tmp: Path, name: str, spec, chw, batch, images, ref, T: float, labels, val_desc: str,
@@ -268,7 +275,6 @@ def _int8_engine(tmp: Path, name: str, spec, chw, batch, images, ref, T: float, 
     """The member's INT8 TensorRT engine, built strongly typed from its QDQ graph (explicit quantization)
     and gated like the QDQ graph; None (and a log line) where this TensorRT or GPU cannot build one."""
     from lenstrt.export import tensorrt as trtx
-    from lenstrt.export.int8 import int8_gate_failure
 
     try:
         fp = trtx.gpu_fingerprint()
@@ -283,11 +289,10 @@ def _int8_engine(tmp: Path, name: str, spec, chw, batch, images, ref, T: float, 
     info.update(source_graph=trtx.source_graph_for("int8"), precision="int8")
     got = _run_engine(tmp / rel_plan, info, images, [spec.output_name])
     agree = _int8_agreement(ref, np.asarray(got, np.float64), T, labels)
-    why = int8_gate_failure(agree, spec.atol_int8_prob, spec.mean_int8_prob, spec.max_auc_drop_int8,
-                            spec.min_top100_int8)
+    why = gate(agree, tolerances(spec)["int8"])
     if why:
         raise ExportError(f"member {name}: TensorRT INT8 engine {why} on {val_desc}")
-    return _art(tmp, rel_plan, agreement=agree, **info), agree
+    return _art(tmp, rel_plan, "plan", agreement=agree, **info), agree
 
 
 def _int8_fused(fused: dict[str, Any], members, tmp: Path, calib, calib_desc, method: str, images, labels,
@@ -313,7 +318,7 @@ def _int8_fused(fused: dict[str, Any], members, tmp: Path, calib, calib_desc, me
 
         a["auc_reference"], a["auc"] = roc_auc(labels, ref), roc_auc(labels, got)
         a["auc_drop"] = a["auc_reference"] - a["auc"]
-    fused["artifacts"]["onnx_int8"] = _art(tmp, "ensemble.fused.int8.onnx", precision="int8",
+    fused["artifacts"]["onnx_int8"] = _art(tmp, "ensemble.fused.int8.onnx", "onnx", "int8",
                                            ort_opt_level=FP32_LEVEL, agreement=a, **info)
 
 
@@ -343,7 +348,7 @@ def _fused(models, members, tmp: Path, example, images, labels, fp16: bool, batc
     if agree["fp32"]["max_abs_prob_diff"] > FUSED_ATOL_FP32:
         raise ExportError(f"fused graph: max |prob diff| {agree['fp32']['max_abs_prob_diff']:.2e} > {FUSED_ATOL_FP32} "
                           f"on {val_desc}")
-    arts["onnx"] = _art(tmp, "ensemble.fused.onnx", precision="fp32", ort_opt_level=FP32_LEVEL)
+    arts["onnx"] = _art(tmp, "ensemble.fused.onnx", "onnx", "fp32", ort_opt_level=FP32_LEVEL)
     if fp16:
         fp16_from_onnx(tmp / "ensemble.fused.onnx", tmp / "ensemble.fused.fp16.onnx",
                        tuple({op for m in members for op in _spec_ops(m["arch"])}))
@@ -352,7 +357,7 @@ def _fused(models, members, tmp: Path, example, images, labels, fp16: bool, batc
         if agree["fp16"]["max_abs_prob_diff"] > FUSED_ATOL_REDUCED:
             raise ExportError(f"fused fp16 graph: max |prob diff| {agree['fp16']['max_abs_prob_diff']:.2e} "
                               f"> {FUSED_ATOL_REDUCED}")
-        arts["onnx_fp16"] = _art(tmp, "ensemble.fused.fp16.onnx", precision="fp16 (mixed, fp32 I/O)",
+        arts["onnx_fp16"] = _art(tmp, "ensemble.fused.fp16.onnx", "onnx", "fp16", io="fp32",
                                  ort_opt_level=FP16_LEVEL)
     if can_trt:
         # The fused graph gets its engine too: `serve --fused`, the `trt fused` bench rows and Triton's
@@ -364,7 +369,7 @@ def _fused(models, members, tmp: Path, example, images, labels, fp16: bool, batc
         if agree["engine"]["max_abs_prob_diff"] > FUSED_ATOL_REDUCED:
             raise ExportError(f"fused TensorRT engine: max |prob diff| {agree['engine']['max_abs_prob_diff']:.2e} "
                               f"> {FUSED_ATOL_REDUCED} on {val_desc}")
-        arts["plan"] = _art(tmp, "ensemble.fused.plan", agreement=agree["engine"], **info)
+        arts["plan"] = _art(tmp, "ensemble.fused.plan", "plan", agreement=agree["engine"], **info)
     return {"members": [m["name"] for m in members], "outputs": FUSED_OUTPUTS, "fusion": "mean",
             "artifacts": arts, "agreement": agree}
 

@@ -11,6 +11,8 @@ def agreement_table(manifest: dict[str, Any]) -> str:
     from rich.console import Console
     from rich.table import Table
 
+    from lenstrt.bundle import find, precisions
+
     t = Table(title=f"export agreement vs PyTorch fp32 ({manifest['validation_data']})")
     for col in ("member", "graph", "max |Δlogit|", "max |Δprob|", "mean |Δprob|", "AUC ref", "AUC", "AUC drop",
                 "top-100", "file"):
@@ -23,22 +25,27 @@ def agreement_table(manifest: dict[str, Any]) -> str:
                   fmt("auc_drop", "{:+.4f}"), fmt("top100_overlap", "{:.2f}"),
                   f"{art['path']} ({art['bytes'] / 1e6:.1f} MB)" if art else "-")
 
-    # agreement key -> (label, artifact key): every validated artifact gets its row
-    kinds = {"fp32": ("fp32", "onnx"), "fp16": ("fp16", "onnx_fp16"), "int8": ("int8", "onnx_int8"),
-             "engine": ("TensorRT", "plan"), "engine_int8": ("TensorRT int8", "plan_int8")}
+    # agreement key -> (label, artifact format, precision): every validated artifact gets its row
+    kinds = {"fp32": ("fp32", "onnx", "fp32"), "fp16": ("fp16", "onnx", "fp16"), "int8": ("int8", "onnx", "int8"),
+             "engine": ("TensorRT", "plan", None), "engine_int8": ("TensorRT int8", "plan", "int8")}
+
+    def art_of(arts: dict, fmt: str, prec: str | None):
+        if prec is None:  # the non-INT8 engine, fp16 or fp32
+            prec = next((p for p in precisions(arts, fmt) if p != "int8"), "fp16")
+        return find(arts, fmt, prec)
+
     for m in manifest["members"]:
-        for key, (label, art) in kinds.items():
+        for key, (label, fmt, prec) in kinds.items():
             if key in m["agreement"]:
-                row(m["name"], label, m["agreement"][key], m["artifacts"].get(art))
+                row(m["name"], label, m["agreement"][key], art_of(m["artifacts"], fmt, prec))
     f = manifest.get("fused")
     if f:
         for key, a in f["agreement"].items():
-            label, art = kinds.get(key, (key, ""))
-            row("fused", label, a, f["artifacts"].get(art))
-        for key in ("onnx_int8",):  # the fused INT8 graph keeps its figures in its artifact entry
-            art8 = f["artifacts"].get(key)
-            if art8 and "agreement" in art8 and "int8" not in f["agreement"]:
-                row("fused", "int8", art8["agreement"], art8)
+            label, fmt, prec = kinds.get(key, (key, "", "fp32"))
+            row("fused", label, a, art_of(f["artifacts"], fmt, prec))
+        art8 = find(f["artifacts"], "onnx", "int8")  # the fused INT8 graph keeps its figures in its entry
+        if art8 and "agreement" in art8 and "int8" not in f["agreement"]:
+            row("fused", "int8", art8["agreement"], art8)
     buf = StringIO()
     Console(file=buf, width=150).print(t)
     return buf.getvalue().rstrip()

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from lenstrt.bundle import Bundle
+from lenstrt.bundle import Bundle, find, precisions
 
 
 def _config(name: str, platform: str, max_batch: int, opt_batch: int, input_name: str, chw: list[int],
@@ -33,10 +33,11 @@ def write_repository(bundle_dir: str | Path, repo: str | Path, gpu: bool = True)
     written = []
 
     def add(name: str, arts: dict[str, Any], outputs: list[tuple[str, list[int]]]) -> None:
-        if "plan" in arts:
-            src, platform, fname = arts["plan"], "tensorrt_plan", "model.plan"
+        plan = next((find(arts, "plan", p) for p in precisions(arts, "plan") if p != "int8"), None)
+        if plan:
+            src, platform, fname = plan, "tensorrt_plan", "model.plan"
         else:
-            src = arts.get("onnx_fp16") if gpu and "onnx_fp16" in arts else arts["onnx"]
+            src = (gpu and find(arts, "onnx", "fp16")) or find(arts, "onnx", "fp32") or {}
             platform, fname = "onnxruntime_onnx", "model.onnx"
         d = repo / name
         (d / "1").mkdir(parents=True, exist_ok=True)

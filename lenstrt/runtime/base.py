@@ -16,37 +16,98 @@ from lenstrt.errors import BackendError
 
 
 class Runner:
+    """The template every backend fills. Public `activate` / `infer` / `infer_async` / `collect` /
+    `deactivate` are fixed here: state checks (not activated, already deactivated) and input checks
+    (shape [N, C, H, W] against the bundle input, float32), then the backend's own `_activate`,
+    `_infer`, `_infer_async`, `_collect` and `_deactivate`. A backend writes only those."""
+
     backend = "base"
     # True where infer_async only enqueues work (CUDA streams); the ensemble runs the others in threads
     # when it wants members to overlap.
     asynchronous = False
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, input_shape: tuple[int, ...] | None = None):
         self.name = name
         self.active = False
+        self.closed = False               # deactivated: activate() again to reuse
+        self.input_shape = tuple(input_shape) if input_shape else None  # (C, H, W) the bundle takes
         self.info: dict[str, Any] = {"backend": self.backend}
         self.stream: Any = None          # the CUDA stream the runner enqueues on, where it has one
         self.max_batch: int | None = None  # the largest batch one call takes (a TensorRT profile's max)
 
+    # -- the fixed public face ------------------------------------------------------------------------
     def activate(self) -> None:
-        self.active = True
+        if self.active:
+            return
+        self._activate()
+        self.active, self.closed = True, False
 
     def deactivate(self) -> None:
-        self.active = False
+        if not self.active:
+            return
+        try:
+            self._deactivate()
+        finally:
+            self.active, self.closed = False, True
+
+    def infer(self, images: Any) -> Any:
+        return self._infer(self._checked(images))
+
+    def infer_async(self, images: Any) -> Any:
+        """Enqueue work and return a handle for `collect` (GPU runners overlap members this way)."""
+        return self._infer_async(self._checked(images))
+
+    def collect(self, handle: Any) -> Any:
+        self._check_state()
+        return self._collect(handle)
 
     @property
     def input_spec(self) -> dict[str, Any]:
-        raise NotImplementedError
+        shape = [-1, *self.input_shape] if self.input_shape else [-1]
+        return getattr(self, "_spec", None) or {"name": "images", "shape": shape, "dtype": "float32"}
 
-    def infer(self, images) -> Any:
-        raise NotImplementedError
+    # -- what a backend implements --------------------------------------------------------------------
+    def _activate(self) -> None:
+        pass
 
-    def infer_async(self, images) -> Any:
-        """Enqueue work and return a handle for `collect` (GPU runners overlap members this way)."""
-        return self.infer(images)
+    def _deactivate(self) -> None:
+        pass
 
-    def collect(self, handle) -> Any:
+    def _infer(self, images: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} implements neither _infer nor infer")
+
+    def _infer_async(self, images: Any) -> Any:
+        return self._infer(images)
+
+    def _collect(self, handle: Any) -> Any:
         return handle
+
+    # -- checks -----------------------------------------------------------------------------------------
+    def _check_state(self) -> None:
+        if not self.active:
+            when = "after deactivate()" if self.closed else "before activate()"
+            raise BackendError(f"{self.name}: {self.backend} runner used {when}; use it inside `with runner:` "
+                               "(or call activate())")
+
+    def _checked(self, images: Any) -> Any:
+        """`images` if it is what the bundle takes; a one-line error naming the runner otherwise."""
+        self._check_state()
+        shape = tuple(int(d) for d in getattr(images, "shape", ()))
+        want = self.input_shape
+        if want is None:  # no bundle shape given: the artifact's own, where it has fixed dims
+            spec = getattr(self, "_spec", None) or {}
+            dims = spec.get("shape") or []
+            want = tuple(int(d) for d in dims[1:]) if dims and all(isinstance(d, int) and d > 0 for d in dims[1:]) \
+                else None
+        if len(shape) != 4 or (want is not None and shape[1:] != want):
+            exp = f"[N, {', '.join(map(str, want))}]" if want else "[N, C, H, W]"
+            raise BackendError(f"{self.name}: input of shape {list(shape)}, the bundle takes {exp} float32; "
+                               "pass cutouts with the bundle's bands and size (lenstrt serve matches them)")
+        dtype = str(getattr(images, "dtype", ""))
+        if dtype not in ("float32", "torch.float32"):
+            raise BackendError(f"{self.name}: input dtype {dtype or type(images).__name__}, the bundle takes "
+                               "float32; convert with .astype(numpy.float32)")
+        return images
 
     def __enter__(self):
         if not self.active:

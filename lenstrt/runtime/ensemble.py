@@ -20,6 +20,7 @@ import numpy as np
 from lenstrt.errors import ConfigError
 from lenstrt.metrics import sigmoid
 from lenstrt.runtime.base import Runner, batch_ranges
+from lenstrt.runtime.registry import on_gpu
 
 
 @dataclass
@@ -49,7 +50,7 @@ class Ensemble:
         # One host-to-device copy per batch, shared by the members, where every member has a CUDA stream
         # (torch, TensorRT); ONNX Runtime members take host arrays and copy them themselves.
         streams = [r.stream for r in self.runners]
-        if self.concurrency == "streams" and self.device.startswith(("cuda", "trt")) and all(streams) \
+        if self.concurrency == "streams" and on_gpu(self.device) and all(streams) \
                 and not self.mc and len(self.runners) > 1:
             from lenstrt.runtime.device import Uploader
 

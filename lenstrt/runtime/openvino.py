@@ -36,15 +36,16 @@ class OpenVinoRunner(Runner):
     backend = "openvino"
 
     def __init__(self, name: str, path: str | Path, precision: str = "fp32", threads: int | None = None,
-                 output_names: list[str] | None = None, sha256: str | None = None, hint: str | None = None):
-        super().__init__(name)
+                 output_names: list[str] | None = None, sha256: str | None = None, hint: str | None = None,
+                 input_shape: tuple[int, ...] | None = None):
+        super().__init__(name, input_shape)
         self.path, self.precision, self.threads = Path(path), precision, threads or os.cpu_count() or 1
         self.output_names, self.sha256 = output_names, sha256
         self.hint = hint or os.environ.get("LENSTRT_OPENVINO_HINT", "THROUGHPUT")
         self.compiled: Any = None
         self.requests: list[Any] = []
 
-    def activate(self) -> None:
+    def _activate(self) -> None:
         try:
             import openvino as ov
         except ImportError as exc:
@@ -73,15 +74,8 @@ class OpenVinoRunner(Runner):
         self.info.update(device="cpu", openvino=ov.__version__, precision=self.precision, hint=self.hint,
                          streams=int(self.compiled.get_property("NUM_STREAMS")), infer_requests=len(self.requests),
                          threads=self.threads, path=self.path.name)
-        super().activate()
 
-    @property
-    def input_spec(self) -> dict[str, Any]:
-        return self._spec
-
-    def infer(self, images):
-        if not self.active:
-            raise BackendError(f"{self.name}: runner used before activate()")
+    def _infer(self, images):
         x = as_numpy(images)
         k = min(len(self.requests), len(x))
         chunks = np.array_split(x, k) if k > 1 else [x]
@@ -94,6 +88,5 @@ class OpenVinoRunner(Runner):
                  for name in self.output_names}
         return order_outputs(named, self.output_names, self.path.name)
 
-    def deactivate(self) -> None:
+    def _deactivate(self) -> None:
         self.requests, self.compiled = [], None
-        super().deactivate()

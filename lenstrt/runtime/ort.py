@@ -83,15 +83,16 @@ class OrtRunner(Runner):
 
     def __init__(self, name: str, path: str | Path, device: str = "cpu", opt_level: str = "all",
                  threads: int | None = None, trt_cache_dir: str | None = None, output_names: list[str] | None = None,
-                 batch: tuple[int, int, int] | None = None, sha256: str | None = None):
+                 batch: tuple[int, int, int] | None = None, sha256: str | None = None,
+                 input_shape: tuple[int, ...] | None = None):
         """`sha256`: the manifest's digest; the graph is refused if its bytes differ."""
-        super().__init__(name)
+        super().__init__(name, input_shape)
         self.sha256 = sha256
         self.path, self.device, self.opt_level, self.threads = Path(path), device, opt_level, threads
         self.trt_cache_dir, self.output_names, self.batch = trt_cache_dir, output_names, batch
         self.session = None
 
-    def activate(self) -> None:
+    def _activate(self) -> None:
         import onnx
 
         opts: dict[str, dict[str, Any]] = {}
@@ -128,13 +129,8 @@ class OrtRunner(Runner):
 
         self.info.update(device=self.device, providers=got, opt_level=self.opt_level,
                          threads=self.threads, onnxruntime=ort.__version__)
-        super().activate()
 
-    @property
-    def input_spec(self) -> dict[str, Any]:
-        return self._spec
-
-    def infer(self, images):
+    def _infer(self, images):
         x = as_numpy(images)
         if self.device == "cpu":
             outs = self.session.run(self.output_names, {self._spec["name"]: x})
@@ -151,6 +147,5 @@ class OrtRunner(Runner):
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()
 
-    def deactivate(self) -> None:
+    def _deactivate(self) -> None:
         self.session = None
-        super().deactivate()

@@ -11,39 +11,36 @@ compute with fp32 I/O (torch: CPU autocast; OpenVINO: INFERENCE_PRECISION_HINT, 
 only); fp16 = the mixed fp16 graph (torch: CUDA autocast); int8 = the bundle's validated INT8 QDQ graph.
 `auto` = the fastest precision the bundle validated for that backend and device (bf16 is not validated
 at export, so `auto` never picks it).
+
+What each backend is (its precisions per device, the artifact each precision runs from, why it cannot
+run here, how its Runner is made) lives in runtime/registry.py; this module holds only the policy.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
-from lenstrt.bundle import Bundle, check_engine
+from lenstrt.bundle import Bundle, check_engine, find, precisions
 from lenstrt.envinfo import cpu_has_native_bf16 as cpu_has_bf16
 from lenstrt.errors import BackendError, BundleError, ConfigError
+from lenstrt.runtime.registry import BACKENDS as SPECS
+from lenstrt.runtime.registry import (
+    DEVICES,
+    Capabilities,
+    RunnerRequest,
+    choice,
+    on_gpu,
+    serve_names,
+)
+from lenstrt.runtime.registry import PRECISIONS as _PRECISIONS
 
-BACKENDS = ("auto", "torch", "ort", "ort-cuda", "ort-trt", "trt", "openvino")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
-# What each backend runs, per device (an unlisted pair is a clear error).
-SUPPORTED: dict[str, dict[str, tuple[str, ...]]] = {
-    "torch": {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "fp16")},
-    "ort": {"cpu": ("fp32", "fp16", "int8"), "cuda": ("fp32", "fp16", "int8"), "trt": ("fp32", "fp16", "int8")},
-    "openvino": {"cpu": ("fp32", "bf16", "int8")},
-    "trt": {"cuda": ("fp32", "fp16", "int8")},
-}
-# The ONNX artifact a precision runs from (bf16 is a runtime hint over the fp32 graph).
-GRAPH = {"fp32": "onnx", "bf16": "onnx", "fp16": "onnx_fp16", "int8": "onnx_int8"}
+__all__ = ["BACKENDS", "PRECISIONS", "SUPPORTED", "Capabilities", "detect", "choose_backend",
+           "resolve_precision", "build_ensemble", "cpu_has_bf16"]
 
-
-@dataclass(frozen=True)
-class Capabilities:
-    cuda: bool
-    gpu_name: str | None
-    compute_capability: str | None
-    ort_providers: tuple[str, ...]
-    tensorrt: str | None     # version, or None
-    openvino: str | None = None   # version of the OpenVINO runtime, or None
-    cpu_bf16: bool = False        # native bf16 compute (AVX512_BF16 or AMX)
+# Derived from the registry (runtime/registry.py), kept for callers of the names they had.
+BACKENDS = tuple(serve_names())
+PRECISIONS = ("auto", *_PRECISIONS)
+SUPPORTED: dict[str, dict[str, tuple[str, ...]]] = {n: dict(s.precisions) for n, s in SPECS.items()}
 
 
 def openvino_version() -> str | None:
@@ -74,15 +71,12 @@ def detect() -> Capabilities:
 
 
 def _graphs(bundle: Bundle, fused: bool, only: list[str] | None = None) -> list[dict]:
-    """The artifact dicts that will be served: the fused graph's, or each member's."""
-    if fused:
-        return [(bundle.fused or {}).get("artifacts", {})]
-    return [m.entry.get("artifacts", {}) for m in bundle.members if only is None or m.name in only]
+    return bundle.graphs(fused, only)
 
 
 def _int8_note(bundle: Bundle, fused: bool) -> str:
     if fused:
-        a = (bundle.fused or {}).get("artifacts", {}).get("onnx_int8", {}).get("agreement", {})
+        a = (find(_graphs(bundle, True)[0], "onnx", "int8") or {}).get("agreement", {})
         return f"fused mean |Δp| {a.get('mean_abs_prob_diff', float('nan')):.1e}"
     parts = []
     for m in bundle.members:
@@ -91,48 +85,64 @@ def _int8_note(bundle: Bundle, fused: bool) -> str:
     return "; ".join(parts)
 
 
+def _has(graphs: list[dict], fmt: str, precision: str) -> bool:
+    return bool(graphs) and all(find(g, fmt, precision) for g in graphs)
+
+
+def _auto_why(backend: str, device: str, prec: str, bundle: Bundle, fused: bool, fmt: str) -> str:
+    if backend == "torch":
+        return "CUDA autocast" if prec == "fp16" else \
+            "fp32 (bf16 is not validated at export: --precision bf16 for ~1.7x on bf16 CPUs)"
+    if fmt == "plan":
+        return ("the bundle's validated INT8 engines (explicit quantization)" if prec == "int8"
+                else f"TensorRT engines built {prec}")
+    if prec == "int8":
+        return f"the bundle's validated INT8 graph ({_int8_note(bundle, fused)})"
+    if prec == "fp16":
+        return "the bundle's fp16 graph"
+    return "the fp32 graph" + (" (no INT8 graph: export with --int8 for ~3x on CPUs)" if device == "cpu" else "")
+
+
 def resolve_precision(backend: str, device: str, requested: str | None, bundle: Bundle, fused: bool = False,
                       only: list[str] | None = None, cpu_bf16: bool | None = None) -> tuple[str, str]:
-    """(precision, why) for `backend` on `device`. Raises a clear error where the backend cannot run the
-    requested precision or the bundle has no graph for it."""
+    """(precision, why) for `backend` on `device`, from the registry's tables and the bundle's artifacts.
+    Raises a clear error where the backend cannot run the requested precision or the bundle has no
+    artifact for it."""
     requested = requested or "auto"
     if requested not in PRECISIONS:
         raise ConfigError(f"--precision {requested!r}: choose one of {', '.join(PRECISIONS)}")
-    supported = SUPPORTED.get(backend, {}).get(device, ())
+    spec = SPECS[backend]
+    supported = spec.precisions.get(device, ())
     graphs = _graphs(bundle, fused, only)
-    if backend == "trt":
-        plans = [g.get("plan") or {} for g in graphs]
-        built = {str(p.get("precision", "fp16")).split()[0] for p in plans}
-        got = built.pop() if len(built) == 1 else "fp16"
-        if requested in ("auto", "int8") and graphs and all("plan_int8" in g for g in graphs):
-            return "int8", "the bundle's validated INT8 engines (explicit quantization)"
-        if requested not in ("auto", got):
+    fmt = spec.artifacts[supported[0]][0] if supported else "onnx"
+    if fmt == "plan":
+        # engines are built for the precisions export chose: those are what it runs
+        built = [p for p in ("int8", "fp16", "fp32") if _has(graphs, "plan", p)]
+        if requested == "auto":
+            prec = next(iter(built), "fp16")
+            return prec, _auto_why(backend, device, prec, bundle, fused, fmt)
+        if requested not in built:
+            got = "/".join(built) or "absent"
             raise BackendError(f"--precision {requested}: the bundle's TensorRT engines are {got}; rebuild them "
-                               f"with `lenstrt export` ({'--int8' if requested == 'int8' else '--fp16'}) on this GPU")
-        return got, f"TensorRT engines built {got}"
+                               f"with `lenstrt export` ({spec.flags.get(requested, '--fp16')}) on this GPU")
+        return requested, f"{requested} (requested)"
     if requested == "auto":
-        if backend == "torch":
-            return ("fp16", "CUDA autocast") if device == "cuda" else \
-                ("fp32", "fp32 (bf16 is not validated at export: --precision bf16 for ~1.7x on bf16 CPUs)")
-        if device == "cpu" and graphs and all("onnx_int8" in g for g in graphs):
-            return "int8", f"the bundle's validated INT8 graph ({_int8_note(bundle, fused)})"
-        if device in ("cuda", "trt") and graphs and all("onnx_fp16" in g for g in graphs):
-            return "fp16", "the bundle's fp16 graph"
-        return "fp32", "the fp32 graph" + (" (no INT8 graph: export with --int8 for ~3x on CPUs)"
-                                           if device == "cpu" else "")
+        for prec in spec.auto_order.get(device, ("fp32",)):
+            f, p = spec.artifacts[prec]
+            if f == "checkpoint" or _has(graphs, f, p):
+                return prec, _auto_why(backend, device, prec, bundle, fused, f)
+        return "fp32", _auto_why(backend, device, "fp32", bundle, fused, "onnx")
     if requested not in supported:
-        where = {"cpu": "a CPU", "cuda": "CUDA", "trt": "TensorRT EP"}.get(device, device)
-        raise BackendError(f"--precision {requested}: the {backend} backend on {where} runs "
+        raise BackendError(f"--precision {requested}: the {backend} backend on {DEVICES.get(device, device)} runs "
                            f"{', '.join(supported) or 'nothing'}; choose one of those or another --backend")
-    if backend != "torch":
-        key = GRAPH[requested]
-        if not graphs or not all(key in g for g in graphs):
-            what = "fused graph" if fused else "members"
-            flag = {"int8": "--int8", "fp16": "--fp16"}.get(requested, "")
-            raise BundleError(f"{bundle.root}: the {what} have no {requested} graph; re-export with {flag}")
-        if requested == "bf16" and backend == "openvino" and not (cpu_has_bf16() if cpu_bf16 is None else cpu_bf16):
-            raise BackendError("--precision bf16 with openvino needs a CPU with native bf16 (AVX512_BF16 or AMX); "
-                               "this one has neither: use fp32 or int8")
+    f, p = spec.artifacts[requested]
+    if f != "checkpoint" and not _has(graphs, f, p):
+        what = "fused graph" if fused else "members"
+        raise BundleError(f"{bundle.root}: the {what} have no {requested} graph; re-export with "
+                          f"{spec.flags.get(requested, '')}")
+    if requested == "bf16" and spec.bf16_needs_native and not (cpu_has_bf16() if cpu_bf16 is None else cpu_bf16):
+        raise BackendError(f"--precision bf16 with {backend} needs a CPU with native bf16 (AVX512_BF16 or AMX); "
+                           "this one has neither: use fp32 or int8")
     return requested, f"{requested} (requested)"
 
 
@@ -140,8 +150,8 @@ def choose_backend(requested: str, caps: Capabilities, bundle: Bundle, fused: bo
                    precision: str | None = None) -> tuple[str, str, str]:
     """(backend, device, why). `fused`: the fused graph will be served, so its engine is the one that counts.
     `precision`: --precision; `why` ends with the precision the backend will run and why."""
-    if requested not in BACKENDS:
-        raise ConfigError(f"--backend {requested!r}: choose one of {', '.join(BACKENDS)}")
+    if requested != "auto":
+        choice(requested)  # an unknown name is a ConfigError listing the registry's
     if fused and not bundle.fused:
         raise BundleError(f"{bundle.root}: no fused graph; re-export with --fuse or serve with --separate")
     if precision not in (None, "auto"):
@@ -157,67 +167,83 @@ def _cpu_auto(caps: Capabilities, bundle: Bundle, fused: bool, precision: str, p
     """auto on a CPU: the validated INT8 graph (OpenVINO 3.6x, ONNX Runtime 3.1x fp32 here) where the bundle
     has one, bf16 on OpenVINO where asked and native, else ONNX Runtime fp32."""
     tail = f" ({where}; TensorRT: {problem})" if problem else f" ({where})"
-    has_int8 = all("onnx_int8" in g for g in _graphs(bundle, fused))
-    if precision in ("auto", "int8") and has_int8:
-        if caps.openvino:
+    ov = SPECS["openvino"].why_not(caps, "cpu") is None
+    if precision in ("auto", "int8") and _has(_graphs(bundle, fused), "onnx", "int8"):
+        if ov:
             return "openvino", "cpu", f"OpenVINO {caps.openvino} on the CPU, INT8 graph" + tail
         return "ort", "cpu", "ONNX Runtime on the CPU, INT8 graph (OpenVINO, ~15% faster, is not installed)" + tail
     if precision == "bf16":
-        if caps.openvino and caps.cpu_bf16:
+        if ov and caps.cpu_bf16:
             return "openvino", "cpu", f"OpenVINO {caps.openvino} on the CPU, bf16" + tail
         return "torch", "cpu", "PyTorch bf16 autocast on the CPU" + tail
     return "ort", "cpu", "ONNX Runtime on the CPU" + tail
 
 
+def _engine_problem(caps: Capabilities, bundle: Bundle, fused: bool) -> str | None:
+    """Why the bundle's TensorRT engines cannot run here, or None."""
+    plans = [find(g, "plan", p) for g in _graphs(bundle, fused) for p in precisions(g, "plan")[:1]]
+    if not plans or len(plans) < len(_graphs(bundle, fused)):
+        return ("the bundle's fused graph has no TensorRT engine" if fused else
+                "the bundle has no TensorRT engines") + " (exported without TensorRT)"
+    try:
+        for plan in plans:
+            check_engine(plan or {}, caps.tensorrt, caps.gpu_name, caps.compute_capability, bundle.root)
+    except BundleError as exc:
+        return str(exc)
+    return None
+
+
 def _choose(requested: str, caps: Capabilities, bundle: Bundle, fused: bool, precision: str) -> tuple[str, str, str]:
-    plans = [(bundle.fused or {}).get("artifacts", {}).get("plan")] if fused else [m.artifact("plan") for m in bundle.members]
-    gpu_ort = caps.cuda and "CUDAExecutionProvider" in caps.ort_providers
-    if requested == "trt" or requested == "auto":
-        problem = None
-        if not all(plans):
-            problem = ("the bundle's fused graph has no TensorRT engine" if fused else
-                       "the bundle has no TensorRT engines") + " (exported without TensorRT)"
-        else:
-            try:
-                for plan in plans:
-                    check_engine(plan or {}, caps.tensorrt, caps.gpu_name, caps.compute_capability, bundle.root)
-            except BundleError as exc:
-                problem = str(exc)
+    if requested == "auto":
+        # Policy: TensorRT engines > ONNX Runtime CUDA > the CPU's best (_cpu_auto).
+        problem = _engine_problem(caps, bundle, fused)
         if problem is None:
             return "trt", "cuda", f"TensorRT {caps.tensorrt} engines on {caps.gpu_name}"
-        if requested == "trt":
-            raise BackendError(f"--backend trt: {problem}")
-        if gpu_ort:
+        if SPECS["ort"].why_not(caps, "cuda") is None:
             return "ort", "cuda", f"ONNX Runtime CUDA on {caps.gpu_name} (no TensorRT: {problem})"
         where = "no CUDA GPU" if not caps.cuda else "no CUDA provider in onnxruntime"
         return _cpu_auto(caps, bundle, fused, precision, problem, where)
-    if requested == "openvino":
-        if not caps.openvino:
-            raise BackendError("--backend openvino: OpenVINO is not installed; pip install 'lenstrt[openvino]'")
-        return "openvino", "cpu", f"OpenVINO {caps.openvino} on the CPU"
-    if requested == "ort-trt":
-        if not (caps.cuda and "TensorrtExecutionProvider" in caps.ort_providers):
-            raise BackendError("--backend ort-trt needs onnxruntime-gpu with TensorRT libraries and a CUDA GPU")
-        return "ort", "trt", "ONNX Runtime TensorRT execution provider"
-    if requested in ("ort", "ort-cuda"):
-        if requested == "ort-cuda" and not gpu_ort:
-            raise BackendError("--backend ort-cuda needs onnxruntime-gpu and a CUDA GPU (available providers: "
-                               f"{', '.join(caps.ort_providers)})")
-        return ("ort", "cuda", "ONNX Runtime CUDA") if gpu_ort else ("ort", "cpu", "ONNX Runtime CPU")
-    return "torch", "cuda" if caps.cuda else "cpu", "PyTorch eager" + (" on CUDA with fp16 autocast" if caps.cuda else "")
+    c = choice(requested)
+    spec = SPECS[c.backend]
+    device = c.device or ("cuda" if "cuda" in spec.precisions and spec.why_not(caps, "cuda") is None else "cpu")
+    why_not = spec.why_not(caps, device)   # "needs ...": reads on from the name
+    if why_not is not None:
+        raise BackendError(f"--backend {requested} {why_not}")
+    if spec.artifacts[spec.precisions[device][0]][0] == "plan":  # engines must also fit this GPU
+        problem = _engine_problem(caps, bundle, fused)
+        if problem is not None:
+            raise BackendError(f"--backend {requested}: {problem}")
+    return c.backend, device, _explicit_why(c.backend, device, caps)
+
+
+def _explicit_why(backend: str, device: str, caps: Capabilities) -> str:
+    if backend == "trt":
+        return f"TensorRT {caps.tensorrt} engines on {caps.gpu_name}"
+    if backend == "openvino":
+        return f"OpenVINO {caps.openvino} on the CPU"
+    if backend == "torch":
+        return "PyTorch eager" + (" on CUDA with fp16 autocast" if device == "cuda" else "")
+    return {"cpu": "ONNX Runtime CPU", "cuda": "ONNX Runtime CUDA", "trt": "ONNX Runtime TensorRT execution provider"}[device]
 
 
 def build_ensemble(bundle: Bundle, backend: str, device: str, fused: bool = False, fusion: str = "mean",
                    mc_samples: int = 0, compile: bool = False, cuda_graph_batch: int | None = None,
                    concurrency: str = "auto", threads: int | None = None, amp: bool | None = None,
                    only: list[str] | None = None, precision: str | None = None):
-    """`only`: serve a subset of the members (bench times members alone this way). `precision`: see
-    `resolve_precision` (None/auto: the fastest the bundle validated; torch: `amp` decides)."""
+    """`backend`: a registry backend (torch, ort, openvino, trt) on `device`. `only`: serve a subset of the
+    members (bench times members alone this way). `precision`: see `resolve_precision` (None/auto: the
+    fastest the bundle validated; torch: `amp` decides)."""
     from lenstrt.runtime.ensemble import Ensemble
 
+    if backend not in SPECS:
+        raise ConfigError(f"backend {backend!r}: choose one of {', '.join(SPECS)}")
+    spec = SPECS[backend]
     prec, _ = resolve_precision(backend, device, precision, bundle, fused, only)
-    if backend == "torch" and precision not in (None, "auto"):
-        amp = prec != "fp32"
+    if backend == "torch":
+        if precision not in (None, "auto"):
+            amp = prec != "fp32"
+        # what torch really runs: autocast decides (None: fp16 on CUDA, fp32 on a CPU)
+        prec = ("bf16" if device == "cpu" else "fp16") if amp or (amp is None and on_gpu(device)) else "fp32"
 
     members = [m for m in bundle.members if only is None or m.name in only]
     names = [m.name for m in members]
@@ -228,58 +254,31 @@ def build_ensemble(bundle: Bundle, backend: str, device: str, fused: bool = Fals
     if concurrency == "auto":
         # Measured on a 2-core CPU (docs/bench.md): members one after another, each with every core, beat
         # members in parallel threads (0.82-0.96x for ORT, 0.6x for torch); GPUs overlap members on streams.
-        concurrency = "streams" if device in ("cuda", "trt") else "sequential"
+        concurrency = "streams" if on_gpu(device) else "sequential"
+    options = {"amp": amp, "compile": compile, "mc_samples": mc_samples}
+
+    def make(name: str, arts: dict | None, outputs: list[str], threads_: int):
+        fmt, p = spec.artifacts[prec]
+        art = None
+        if fmt != "checkpoint":
+            art = find(arts, fmt, p)
+            if art is None:
+                what = "TensorRT engine" if fmt == "plan" else f"{prec} graph"
+                raise BundleError(f"{bundle.root}: {name} has no {what}; re-export it"
+                                  + (" on this GPU" if fmt == "plan" else f" with {spec.flags.get(prec, '')}".rstrip()))
+        r = spec.make_runner(RunnerRequest(bundle, name, art, device, prec, threads_, outputs, cuda_graph_batch,
+                                           options))
+        r.info["precision"] = prec
+        return r
+
     if fused:
         if not bundle.fused:
             raise BundleError(f"{bundle.root}: no fused graph; re-export with --fuse or serve with --separate")
-        if backend == "torch":
-            raise ConfigError("--fused runs the fused ONNX graph or engine; use --backend ort or trt")
-        arts = bundle.fused["artifacts"]
-        runner = _runner(bundle, backend, device, "fused", arts, cores, cuda_graph_batch, list(bundle.fused["outputs"]),
-                         prec)
-        runner.info["precision"] = prec
+        if not spec.fused:
+            raise ConfigError(f"--fused runs the fused ONNX graph or engine; the {backend} backend cannot "
+                              f"(use one of {', '.join(n for n, s in SPECS.items() if s.fused)})")
+        runner = make("fused", bundle.fused["artifacts"], list(bundle.fused["outputs"]), cores)
         return Ensemble([runner], names, temps, fusion, "sequential", fused=True, device=device)
     per = max(1, cores // len(members)) if concurrency == "threads" else cores
-    runners = []
-    for m in members:
-        if backend == "torch":
-            from lenstrt.runtime.torch import TorchRunner
-
-            runners.append(TorchRunner(m.name, bundle.path(m.entry["checkpoint"]), device, amp=amp, compile=compile,
-                                       mc_samples=mc_samples, threads=cores, sha256=m.entry["checkpoint"]["sha256"]))
-        else:
-            runners.append(_runner(bundle, backend, device, m.name, m.entry["artifacts"], per, cuda_graph_batch,
-                                   [bundle.manifest["output"]["name"]], prec))
-        runners[-1].info["precision"] = (("bf16" if device == "cpu" else "fp16") if amp or (amp is None and device != "cpu")
-                                         else "fp32") if backend == "torch" else prec
+    runners = [make(m.name, m.entry.get("artifacts"), [bundle.manifest["output"]["name"]], per) for m in members]
     return Ensemble(runners, names, temps, fusion, concurrency, mc_samples=mc_samples, device=device)
-
-
-def _runner(bundle: Bundle, backend: str, device: str, name: str, arts: dict, threads: int, cuda_graph_batch,
-            outputs: list[str], precision: str = "auto"):
-    if backend == "trt":
-        from lenstrt.runtime.trt import TrtRunner
-
-        key = "plan_int8" if precision == "int8" else "plan"
-        if key not in arts:
-            raise BundleError(f"{bundle.root}: {name} has no TensorRT engine; re-export on this GPU")
-        return TrtRunner(name, bundle.path(arts[key]), arts[key], cuda_graph_batch=cuda_graph_batch,
-                         bundle_dir=bundle.root, output_names=outputs)
-    if precision in GRAPH:
-        key = GRAPH[precision]
-        if key not in arts:
-            raise BundleError(f"{bundle.root}: {name} has no {precision} graph; re-export it")
-        art = arts[key]
-    else:
-        art = arts["onnx_fp16"] if device in ("cuda", "trt") and "onnx_fp16" in arts else arts["onnx"]
-    if backend == "openvino":
-        from lenstrt.runtime.openvino import OpenVinoRunner
-
-        return OpenVinoRunner(name, bundle.path(art), precision if precision in GRAPH else "fp32", threads,
-                              output_names=outputs, sha256=art["sha256"])
-    from lenstrt.runtime.ort import OrtRunner
-
-    b = bundle.manifest.get("batch", {})
-    batch = (1, b["opt"], b["max"]) if b else None  # ORT builds its own engines: min 1 takes a unit's last batch
-    return OrtRunner(name, bundle.path(art), device, art.get("ort_opt_level", "all"), threads, output_names=outputs,
-                     batch=batch, sha256=art["sha256"])

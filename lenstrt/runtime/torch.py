@@ -4,7 +4,6 @@ on CUDA, one CUDA stream per member so an ensemble's members overlap on the GPU,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -16,8 +15,9 @@ class TorchRunner(Runner):
     asynchronous = True  # on CUDA; on a CPU infer_async computes before it returns
 
     def __init__(self, name: str, checkpoint: str | Path, device: str = "cpu", amp: bool | None = None,
-                 compile: bool = False, mc_samples: int = 0, threads: int | None = None, sha256: str | None = None):
-        super().__init__(name)
+                 compile: bool = False, mc_samples: int = 0, threads: int | None = None, sha256: str | None = None,
+                 input_shape: tuple[int, ...] | None = None):
+        super().__init__(name, input_shape)
         self.sha256 = sha256  # the manifest's digest: a changed checkpoint is refused
         self.checkpoint, self.device, self.amp, self.compile = Path(checkpoint), device, amp, compile
         self.mc_samples, self.threads = mc_samples, threads
@@ -25,7 +25,7 @@ class TorchRunner(Runner):
         self.stream = None
         self.timing: dict[str, float] | None = None  # set to {} to accumulate H2D / compute / D2H milliseconds
 
-    def activate(self) -> None:
+    def _activate(self) -> None:
         import torch
 
         from lenstrt import checkpoint as ck
@@ -51,11 +51,6 @@ class TorchRunner(Runner):
         self.info.update(device=self.device, amp=str(self._amp_dtype).replace("torch.", "") if self._amp_dtype else "off",
                          channels_last=self.channels_last, compile=self.compile,
                          mc_samples=self.mc_samples, torch=str(torch.__version__))
-        super().activate()
-
-    @property
-    def input_spec(self) -> dict[str, Any]:
-        return self._spec
 
     def _forward(self, x):
         import torch
@@ -73,10 +68,10 @@ class TorchRunner(Runner):
         t = t.to(self.device, non_blocking=True)
         return t.contiguous(memory_format=torch.channels_last) if self.channels_last else t
 
-    def infer(self, images) -> np.ndarray:
-        return self.collect(self.infer_async(images))
+    def _infer(self, images) -> np.ndarray:
+        return self._collect(self._infer_async(images))
 
-    def infer_async(self, images):
+    def _infer_async(self, images):
         """CPU: the logits. CUDA: (host tensor being filled, event) — copy in, forward and copy out are
         all enqueued on this runner's stream; `collect` waits for the event."""
         import torch
@@ -100,7 +95,7 @@ class TorchRunner(Runner):
             ev[-1].record(self.stream)
         return (out, ev)
 
-    def collect(self, handle):
+    def _collect(self, handle):
         if isinstance(handle, tuple) and len(handle) == 2 and isinstance(handle[1], list):
             out, ev = handle
             ev[-1].synchronize()
@@ -126,8 +121,7 @@ class TorchRunner(Runner):
             for m in drops:
                 m.eval()
 
-    def deactivate(self) -> None:
+    def _deactivate(self) -> None:
         if self.stream is not None:  # work a failed run left in flight must finish before the model goes
             self.stream.synchronize()
         self.model = None
-        super().deactivate()

@@ -48,14 +48,14 @@ class TrtRunner(Runner):
 
     def __init__(self, name: str, plan: str | Path, engine: dict[str, Any], device: str = "cuda",
                  cuda_graph_batch: int | None = None, bundle_dir: str | Path = "BUNDLE",
-                 output_names: list[str] | None = None):
-        super().__init__(name)
+                 output_names: list[str] | None = None, input_shape: tuple[int, ...] | None = None):
+        super().__init__(name, input_shape)
         self.plan, self.engine_entry, self.device = Path(plan), engine, device
         self.cuda_graph_batch, self.bundle_dir = cuda_graph_batch, bundle_dir
         self.output_names = output_names
         self._graph: Any = None
 
-    def activate(self) -> None:
+    def _activate(self) -> None:
         import tensorrt as trt
         import torch
 
@@ -88,7 +88,6 @@ class TrtRunner(Runner):
         if self.cuda_graph_batch:
             self._capture(shape)
         self.info.update(cuda_graph_batch=self.cuda_graph_batch)
-        super().activate()
 
     def _deserialize(self, blob: bytes) -> Any:
         engine = self.runtime.deserialize_cuda_engine(blob)
@@ -101,10 +100,6 @@ class TrtRunner(Runner):
         if context is None:
             raise BackendError(f"{self.plan}: could not create an execution context (GPU memory?)")
         return context
-
-    @property
-    def input_spec(self) -> dict[str, Any]:
-        return self._spec
 
     def _bind(self, context: Any, x: Any) -> dict[str, Any]:
         """Input shape and addresses for one call; outputs allocated here (PyTorch memory, this stream)."""
@@ -149,7 +144,7 @@ class TrtRunner(Runner):
             self._execute(self._graph_ctx)
         self._graph = graph
 
-    def infer_async(self, images: Any) -> Any:
+    def _infer_async(self, images: Any) -> Any:
         """Enqueues copy-in, the engine and copy-out on this runner's stream; returns a handle for collect."""
         import torch
 
@@ -170,23 +165,22 @@ class TrtRunner(Runner):
             event.record(self.stream)
         return host, event, x  # x stays referenced until the work is done
 
-    def collect(self, handle: Any) -> Any:
+    def _collect(self, handle: Any) -> Any:
         host, event, _ = handle
         event.synchronize()
         named = {k: np.concatenate([as_numpy(h[k]) for h in host]) for k in self.outputs}
         return order_outputs(named, list(self.output_names or self.outputs), self.plan.name)
 
-    def infer(self, images: Any) -> Any:
-        return self.collect(self.infer_async(images))
+    def _infer(self, images: Any) -> Any:
+        return self._collect(self._infer_async(images))
 
-    def deactivate(self) -> None:
+    def _deactivate(self) -> None:
         if self.stream is not None:  # no context may be destroyed while its work is still on the stream
             self.stream.synchronize()
         self._graph = None
         for attr in ("_static_out", "_static_in", "_graph_ctx", "context", "engine", "runtime"):
             if hasattr(self, attr):
                 delattr(self, attr)
-        super().deactivate()
 
 
 def _engine_slice(x: Any, a: int, b: int, min_batch: int) -> Any:

@@ -215,6 +215,7 @@ def serve(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: Serv
 
 
 def _serve(bundle_dir, inputs: list[str], out: Path, opts: ServeOptions, progress: bool, log, pre) -> dict[str, Any]:
+    from lenstrt.runtime.registry import on_gpu
     from lenstrt.runtime.select import build_ensemble, choose_backend, detect
     from lenstrt.serve.control import Interrupted
 
@@ -234,7 +235,7 @@ def _serve(bundle_dir, inputs: list[str], out: Path, opts: ServeOptions, progres
     q_out: queue.Queue = queue.Queue(opts.queue_depth)
     failure: list[BaseException] = []
     stop = threading.Event()
-    pin = device in ("cuda", "trt")
+    pin = on_gpu(device)
 
     def put(item) -> bool:
         """q_in.put that gives up once the consumer has stopped (it may never read again)."""
