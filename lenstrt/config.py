@@ -40,7 +40,10 @@ class TrainingConfig:
     seed: int = 0
     augment: bool = True
     keep_stem_resolution: bool = True    # resnet18: drop the max-pool for small cutouts
-    tensorboard: bool = False
+    tensorboard: bool = False            # the same as log: [tensorboard]
+    log: tuple[str, ...] = ()            # experiment trackers: tensorboard, wandb, mlflow
+    nproc: int = 1                       # `lenstrt train --nproc N`: N DDP ranks on this node via torchrun
+    ddp_timeout_s: float = 1800.0        # a rank waiting longer on its peers fails (no silent hang)
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,10 @@ class DataConfig:
     prefetch_factor: int = 2
     simulate_on_the_fly: bool = False
     survey: str = "lsst-gri"
+    stream: bool | None = None           # None: stream shards when the set would not fit in memory
+    shuffle_buffer: int = 2048           # rows mixed across read slices when streaming
+    stream_chunk: int = 256              # rows per slice read (and per unit dealt to ranks/workers)
+    stream_val_max: int | None = 4096    # cap on held-out rows when streaming (they are held in memory)
 
 
 @dataclass(frozen=True)

@@ -45,11 +45,14 @@ class LoaderSettings:
     why: str
 
 
-def loader_settings(dcfg: DataConfig, device: str, in_memory: bool) -> LoaderSettings:
+def loader_settings(dcfg: DataConfig, device: str, in_memory: bool, streaming: bool = False) -> LoaderSettings:
     cores = os.cpu_count() or 1
     cuda = device.startswith("cuda")
     if dcfg.num_workers is not None:
         workers, why = dcfg.num_workers, "set by config"
+    elif streaming and not cuda:
+        # Reading and decoding slices overlaps the step in one process; more would take cores from it.
+        workers, why = 1, "streamed shards on CPU: one reader process overlaps reading with compute"
     elif in_memory and not cuda:
         # Indexing an in-RAM array costs microseconds; a worker would only take a core from the model.
         workers, why = 0, "in-memory data on CPU: workers would compete with compute"

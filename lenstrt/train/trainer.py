@@ -27,14 +27,19 @@ from lenstrt.models.preprocess import PREPROCESS_SPEC
 
 @dataclass
 class Dataset:
-    images: np.ndarray
-    labels: np.ndarray
+    images: np.ndarray | None          # None when streamed (`stream` says from where)
+    labels: np.ndarray | None
     bands: list[str]
     survey: str
     image_size: int
     data_hash: str
     lens_fraction: float
     pixel_scale: float | None = None  # arcsec/px of the training cutouts; serve checks inputs against it
+    stream: Any = None                # train/stream.py ShardIndex of a streamed training split
+
+    @property
+    def n(self) -> int:
+        return self.stream.n_train if self.stream is not None else len(self.labels)  # type: ignore[arg-type]
 
 
 def load_training_data(paths: list[str]) -> Dataset:
@@ -55,6 +60,29 @@ def load_training_data(paths: list[str]) -> Dataset:
             scale = float(f.attrs["pixel_scale"]) if f.attrs.get("pixel_scale") else None
     return Dataset(d["images"], d["labels"], bands, survey, int(d["images"].shape[-1]), data_hash(files),
                    float(d["labels"].mean()), scale)
+
+
+def load_streamed_data(paths: list[str], cfg: TrainingConfig, dcfg: DataConfig) -> tuple[Dataset, Dataset]:
+    """(train, val): the training rows as a `ShardIndex` read in slices while training; the validation
+    rows (the in-memory split's rows, at most `data.stream_val_max`) read into memory."""
+    from lenstrt.data.readers import expand_paths, inspect
+    from lenstrt.train.data import data_hash
+    from lenstrt.train.stream import bands_survey_scale, build_index, read_rows
+
+    files = expand_paths(paths)
+    index = build_index([str(f) for f in files], cfg.val_fraction, cfg.seed, dcfg.stream_val_max, dcfg.stream_chunk)
+    first = inspect(files[:1]).files[0]
+    names, survey, scale = bands_survey_scale(str(files[0]))
+    bands = list(names or first.band_names or [f"band{i}" for i in range(first.bands)])
+    scale = scale if scale is not None else first.pixel_scale
+    vx, vy = read_rows(index, np.flatnonzero(index.is_val))
+    h = data_hash(files)
+    train = Dataset(None, None, bands, survey, int(first.width), h, index.train_lens_fraction, scale, stream=index)
+    val = Dataset(vx, vy, bands, survey, int(first.width), h, float(vy.mean()), scale)
+    return train, val
+
+
+LOG_EVERY = 10  # steps between training-loss points sent to the trackers
 
 
 def _lr_factor(progress: float, step: int, warmup: int) -> float:
@@ -93,8 +121,10 @@ def predict_logits(model, images: np.ndarray, device: str, batch_size: int = 256
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def forward_loss(model, x, y, device: str, step: int, seed: int, augment: bool, channels_last: bool, amp_dtype):
+def forward_loss(model, x, y, device: str, step: int, seed: int, augment: bool, channels_last: bool, amp_dtype,
+                 part: tuple[int, int] = (0, 1)):
     """One training step's forward pass: batch to the device, augmentation, autocast forward, loss.
+    `part` (rank, world): this rank's slice of the global batch's augmentation draws.
 
     Everything that meets the batch is created on (or moved to) `device`, which the device-placement
     tests exercise with `meta` tensors: a CPU tensor mixed in raises there exactly as on CUDA."""
@@ -106,7 +136,7 @@ def forward_loss(model, x, y, device: str, step: int, seed: int, augment: bool, 
     x = x.to(device, non_blocking=True)
     y = y.to(device, non_blocking=True)
     if augment:
-        x = augment_batch(x, step, seed)
+        x = augment_batch(x, step, seed, part)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with autocast(device, amp_dtype):
@@ -152,12 +182,14 @@ def restore_rng_state(saved: dict[str, Any] | Any, device: str) -> None:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainingConfig, dcfg: DataConfig, device: str, progress: bool = True):
+    def __init__(self, cfg: TrainingConfig, dcfg: DataConfig, device: str, progress: bool = True, dist=None):
+        from lenstrt.train.distributed import SINGLE
         from lenstrt.train.hardware import choose_precision
 
         if cfg.scheduler not in ("cosine", "plateau"):
             raise ConfigError(f"scheduler must be 'cosine' or 'plateau', not '{cfg.scheduler}'")
         self.cfg, self.dcfg, self.device, self.progress = cfg, dcfg, device, progress
+        self.dist = dist or SINGLE  # rank 0 alone validates, calibrates and writes checkpoints
         self.precision = choose_precision(cfg, device)
 
     # -- one member ---------------------------------------------------------------------------
@@ -168,9 +200,11 @@ class Trainer:
         from lenstrt.models import create_model
         from lenstrt.progress import progress_bar
         from lenstrt.train.data import InMemoryCutouts, ResumableBatches, SimulatedStream, collate_batched
+        from lenstrt.train.distributed import broadcast, gather
         from lenstrt.train.hardware import loader_settings
+        from lenstrt.train.stream import ShardStream
 
-        cfg, dev, prec = self.cfg, self.device, self.precision
+        cfg, dev, prec, dist = self.cfg, self.device, self.precision, self.dist
         out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(seed)
         arch_kwargs: dict[str, Any] = {"dropout": cfg.dropout}
@@ -188,11 +222,13 @@ class Trainer:
             if cfg.scheduler == "plateau" else None
 
         on_the_fly = self.dcfg.simulate_on_the_fly
-        steps_per_epoch = max(1, len(train.labels) // cfg.batch_size) if not on_the_fly else 1000
+        # One step consumes batch_size x world rows (the effective batch).
+        steps_per_epoch = max(1, train.n // (cfg.batch_size * dist.world)) if not on_the_fly else 1000
         total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
         budget_s = cfg.time_budget_min * 60 if cfg.time_budget_min else None
         step, elapsed_before, best_auc, history = 0, 0.0, -1.0, []
         last_path, best_path = out / "last.pt", out / "best.pt"
+        saved_rng = None
         if resume and last_path.is_file():
             state = ck.load(last_path)
             model.load_state_dict(state["state_dict"])
@@ -201,37 +237,61 @@ class Trainer:
                 scaler.load_state_dict(state["scaler"])
             step, elapsed_before = state["step"], state["elapsed_s"]
             best_auc, history = state["best_val_auc"], state["history"]
-            restore_rng_state(state["rng_state"], dev)
+            per_rank = state.get("rng_states")
+            saved_rng = per_rank[dist.rank] if per_rank and len(per_rank) == dist.world else state["rng_state"]
             if step >= total_steps:
+                if not dist.main:
+                    return {"arch": arch, "seed": seed, "rank": dist.rank}
                 return self._finish(model, arch, arch_kwargs, seed, train, val, out, history, step, elapsed_before)
+        net = model
+        if dist.active:
+            from torch.nn.parallel import DistributedDataParallel
 
-        ls = loader_settings(self.dcfg, dev, in_memory=not on_the_fly)
+            # Same init on every rank (seeded above; DDP also broadcasts rank 0's weights), then a
+            # distinct stream per rank so dropout masks differ between ranks.
+            net = DistributedDataParallel(model, device_ids=[dev] if dev.startswith("cuda") else None)
+            torch.manual_seed(seed + 7919 * dist.rank)
+        if saved_rng is not None:
+            restore_rng_state(saved_rng, dev)
+
+        ls = loader_settings(self.dcfg, dev, in_memory=not on_the_fly and train.stream is None,
+                             streaming=train.stream is not None)
         # The loader draws its worker base seed from this generator, not the global RNG that dropout
         # uses, so a resumed run's dropout masks match an uninterrupted one.
         lgen = torch.Generator().manual_seed(seed)
-        if on_the_fly:
-            ds = SimulatedStream(self.dcfg.survey, cfg.batch_size, seed, train.image_size, train.lens_fraction)
+        if train.stream is not None:
+            ds = ShardStream(train.stream, cfg.batch_size, seed, self.dcfg.shuffle_buffer, rank=dist.rank,
+                             world_size=dist.world, start_step=step)
+            loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=ls.num_workers,
+                                                 pin_memory=ls.pin_memory, persistent_workers=ls.persistent_workers,
+                                                 prefetch_factor=ls.prefetch_factor, generator=lgen)
+        elif on_the_fly:
+            ds = SimulatedStream(self.dcfg.survey, cfg.batch_size, seed, train.image_size, train.lens_fraction,
+                                 rank=dist.rank)
             loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=ls.num_workers,
                                                  pin_memory=ls.pin_memory, persistent_workers=ls.persistent_workers,
                                                  prefetch_factor=ls.prefetch_factor, generator=lgen)
         else:
             ds = InMemoryCutouts(train.images, train.labels)
-            loader = torch.utils.data.DataLoader(ds, batch_sampler=ResumableBatches(len(ds), cfg.batch_size, seed, step),
+            batches = ResumableBatches(len(ds), cfg.batch_size, seed, step, rank=dist.rank, world=dist.world)
+            loader = torch.utils.data.DataLoader(ds, batch_sampler=batches,
                                                  collate_fn=collate_batched, num_workers=ls.num_workers,
                                                  pin_memory=ls.pin_memory, persistent_workers=ls.persistent_workers,
                                                  prefetch_factor=ls.prefetch_factor, generator=lgen)
-        writer = self._tensorboard(out)
+        writer = self._tracker(out) if dist.main else None
         amp_dtype = getattr(torch, prec.dtype) if prec.enabled else None
         t_start = time.perf_counter()
         seen, t_rate, last_auc = 0, time.perf_counter(), float("nan")
         bar_total = int(budget_s) if budget_s else total_steps
         fields = "loss {task.fields[loss]} AUROC {task.fields[auc]} {task.fields[ips]} img/s"
         with progress_bar(f"{arch} s{seed}", total=bar_total, unit="steps" if not budget_s else "s",
-                          enabled=self.progress, fields=fields) as bar:
+                          enabled=self.progress and dist.main, fields=fields) as bar:
             bar.update(completed=int(elapsed_before) if budget_s else step)
-            model.train()
+            net.train()
             for x, y in loader:
                 elapsed = elapsed_before + time.perf_counter() - t_start
+                if budget_s and dist.active:  # rank 0's clock: the same schedule and stop on every rank
+                    elapsed = broadcast(dist, elapsed)
                 if step >= total_steps and not budget_s or (budget_s and elapsed >= budget_s):
                     break
                 if cfg.max_steps and step >= cfg.max_steps:
@@ -240,40 +300,55 @@ class Trainer:
                 if plateau is None:
                     for g in opt.param_groups:
                         g["lr"] = cfg.lr * _lr_factor(progress, step, cfg.warmup_steps)
-                loss = forward_loss(model, x, y, dev, step, seed, cfg.augment, channels_last, amp_dtype)
+                loss = forward_loss(net, x, y, dev, step, seed, cfg.augment, channels_last, amp_dtype,
+                                    (dist.rank, dist.world))
                 optimizer_step(loss, model, opt, scaler, cfg.gradient_clip)
                 step += 1
-                seen += len(y)
+                seen += len(y) * dist.world
                 now = time.perf_counter()
                 if now - t_rate > 2:
-                    bar.update(ips=f"{seen / (now - t_rate):.0f}", loss=f"{loss.item():.4f}")
+                    ips = seen / (now - t_rate)
+                    bar.update(ips=f"{ips:.0f}", loss=f"{loss.item():.4f}")
+                    if writer:
+                        writer.scalars({"train/images_per_s": ips}, step)
                     seen, t_rate = 0, now
                 bar.update(completed=int(elapsed) if budget_s else step)
-                if writer:
-                    writer.add_scalar("train/loss", loss.item(), step)
-                    writer.add_scalar("train/lr", opt.param_groups[0]["lr"], step)
+                if writer and (step % LOG_EVERY == 0 or step == 1):
+                    writer.scalars({"train/loss": loss.item(), "train/lr": opt.param_groups[0]["lr"]}, step)
                 if step % cfg.val_every == 0 or step == _stop_at_step:
-                    last_auc, vloss = self._validate(model, val, amp_dtype)
-                    model.train()
-                    history.append({"step": step, "val_auc": last_auc, "val_loss": vloss,
-                                    "elapsed_s": round(elapsed_before + time.perf_counter() - t_start, 2)})
-                    bar.update(auc=f"{last_auc:.4f}")
-                    if writer:
-                        writer.add_scalar("val/auc", last_auc, step)
+                    rngs = gather(dist, rng_state(dev))  # every rank's generators, for an exact resume
+                    if dist.main:
+                        last_auc, vloss = self._validate(model, val, amp_dtype)
+                        history.append({"step": step, "val_auc": last_auc, "val_loss": vloss,
+                                        "elapsed_s": round(elapsed_before + time.perf_counter() - t_start, 2)})
+                        bar.update(auc=f"{last_auc:.4f}")
+                        if writer:
+                            writer.scalars({"val/auc": last_auc, "val/loss": vloss}, step)
+                        if last_auc > best_auc:
+                            best_auc = last_auc
+                            ck.save(best_path, self._payload(model, arch, arch_kwargs, seed, train, step, history))
+                        ck.save(last_path, {
+                            **self._payload(model, arch, arch_kwargs, seed, train, step, history),
+                            "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if prec.grad_scaler else {},
+                            "elapsed_s": elapsed_before + time.perf_counter() - t_start,
+                            "best_val_auc": best_auc, **self._rng_entry(rngs),
+                        })
+                    net.train()
+                    # rank 0's AUC reaches every rank (the plateau schedule needs it); the broadcast
+                    # also holds the others until the checkpoint is written.
+                    last_auc = broadcast(dist, last_auc)
                     if plateau is not None:
                         plateau.step(last_auc)
-                    if last_auc > best_auc:
-                        best_auc = last_auc
-                        ck.save(best_path, self._payload(model, arch, arch_kwargs, seed, train, step, history))
-                    ck.save(last_path, {
-                        **self._payload(model, arch, arch_kwargs, seed, train, step, history),
-                        "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if prec.grad_scaler else {},
-                        "elapsed_s": elapsed_before + time.perf_counter() - t_start,
-                        "best_val_auc": best_auc, "rng_state": rng_state(dev),
-                    })
                     if step == _stop_at_step:
+                        if writer:
+                            writer.close()
                         return {"stopped_at": step}
         elapsed = elapsed_before + time.perf_counter() - t_start
+        self.model = model  # the trained module (not the DDP wrapper): the DDP tests compare ranks' weights
+        rngs = gather(dist, rng_state(dev))
+        if not dist.main:
+            broadcast(dist, None)  # wait for rank 0's checkpoints and calibration
+            return {"arch": arch, "seed": seed, "rank": dist.rank}
         last_auc, vloss = self._validate(model, val, amp_dtype)
         history.append({"step": step, "val_auc": last_auc, "val_loss": vloss, "elapsed_s": round(elapsed, 2)})
         if last_auc >= best_auc or not best_path.exists():
@@ -281,13 +356,23 @@ class Trainer:
         ck.save(last_path, {
             **self._payload(model, arch, arch_kwargs, seed, train, step, history),
             "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if prec.grad_scaler else {},
-            "elapsed_s": elapsed, "best_val_auc": max(best_auc, last_auc), "rng_state": rng_state(dev),
+            "elapsed_s": elapsed, "best_val_auc": max(best_auc, last_auc), **self._rng_entry(rngs),
         })
         if writer:
+            writer.scalars({"val/auc": last_auc, "val/loss": vloss}, step)
+        result = self._finish(model, arch, arch_kwargs, seed, train, val, out, history, step, elapsed, writer)
+        if writer:
             writer.close()
-        return self._finish(model, arch, arch_kwargs, seed, train, val, out, history, step, elapsed)
+        broadcast(dist, None)
+        return result
 
-    def _finish(self, model, arch, arch_kwargs, seed, train, val, out, history, step, elapsed) -> dict[str, Any]:
+    def _rng_entry(self, rngs: list[dict[str, Any]]) -> dict[str, Any]:
+        """`rng_state` (this rank's: what single-process checkpoints always held) and, under DDP, every
+        rank's in rank order."""
+        return {"rng_state": rngs[0], **({"rng_states": rngs} if self.dist.active else {})}
+
+    def _finish(self, model, arch, arch_kwargs, seed, train, val, out, history, step, elapsed,
+                tracker=None) -> dict[str, Any]:
         """Reload the best weights, fit the temperature on the validation split, write best.pt."""
         best = ck.load(out / "best.pt")
         model = ck.build_model(best).to(self.device)
@@ -297,9 +382,17 @@ class Trainer:
         from lenstrt.metrics import summary
 
         metrics = {**summary(val.labels, probs), "train_steps": step, "train_time_s": round(elapsed, 1),
-                   "images_seen": step * self.cfg.batch_size}
+                   "images_seen": step * self.cfg.batch_size * self.dist.world}
         best.update(temperature=temperature, metrics=metrics)
         ck.save(out / "best.pt", best)
+        if tracker:  # the calibrated best model's validation metrics and plots
+            from lenstrt.train.tracking import plot_validation
+
+            tracker.scalars({f"calibrated/{k}": float(v) for k, v in metrics.items()
+                             if isinstance(v, (int, float)) and not isinstance(v, bool)}
+                            | {"calibrated/temperature": temperature}, step)
+            for name, path in plot_validation(val.labels, probs, out / "plots").items():
+                tracker.image(name, path, step)
         return {"arch": arch, "seed": seed, "temperature": temperature, "metrics": metrics}
 
     def _validate(self, model, val: Dataset, amp_dtype) -> tuple[float, float]:
@@ -324,14 +417,29 @@ class Trainer:
             "precision": self.precision.dtype,
         }
 
-    def _tensorboard(self, out: Path):
-        if not self.cfg.tensorboard:
+    def _tracker(self, out: Path):
+        """The member's experiment trackers (`--log`), named after the member (its directory)."""
+        kinds = tuple(self.cfg.log) + (("tensorboard",) if self.cfg.tensorboard else ())
+        if not kinds:
             return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            return None
-        return SummaryWriter(str(out / "tb"))
+        from lenstrt.train.tracking import Tracker
+
+        cfg = {"training": asdict(self.cfg), "data": asdict(self.dcfg), "device": self.device,
+               "precision": asdict(self.precision), "world_size": self.dist.world}
+        return Tracker(kinds, out, out.name, cfg)
+
+
+def peak_rss_mb() -> dict[str, float] | None:
+    """Peak resident memory of this process and of its largest finished child (loader workers), MiB."""
+    import sys
+
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    kb = 1 / 1024 if sys.platform == "darwin" else 1  # ru_maxrss: KiB on Linux, bytes on macOS
+    return {"main": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * kb / 1024, 1),
+            "children": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * kb / 1024, 1)}
 
 
 def split(data: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
@@ -350,16 +458,40 @@ def split(data: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Datas
 def train(cfg: TrainingConfig, dcfg: DataConfig, data: list[str], out: str | Path, device: str | None = None,
           resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Trains every member (each arch x `members` seeds) into `out`; writes out/ensemble.json."""
-    from lenstrt.train.hardware import loader_settings, pick_device
+    from lenstrt.train import distributed as ddp
+    from lenstrt.train.hardware import pick_device
 
-    dev = pick_device(device)
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not resume and (out / "ensemble.json").exists():
         raise ConfigError(f"{out}: already holds a trained run; pass --resume to continue it or choose another --out")
-    full = load_training_data(data)
-    tr, va = split(full, cfg.val_fraction, cfg.seed)
-    trainer = Trainer(cfg, dcfg, dev, progress)
-    ls = loader_settings(dcfg, dev, in_memory=not dcfg.simulate_on_the_fly)
+    from lenstrt.train.tracking import check_available
+
+    check_available(tuple(cfg.log) + (("tensorboard",) if cfg.tensorboard else ()))  # before any work
+    dist, dev = ddp.init_from_env(pick_device(device), cfg.ddp_timeout_s)
+    try:
+        return _train(cfg, dcfg, data, out, dev, resume, progress, dist)
+    finally:
+        ddp.shutdown(dist)
+
+
+def _train(cfg: TrainingConfig, dcfg: DataConfig, data: list[str], out: Path, dev: str, resume: bool, progress: bool,
+           dist) -> dict[str, Any]:
+    from lenstrt.train import distributed as ddp
+    from lenstrt.train.hardware import loader_settings
+    from lenstrt.train.stream import choose_streaming
+
+    progress = progress and dist.main
+    streaming, data_why = (False, "simulated on the fly") if dcfg.simulate_on_the_fly else \
+        choose_streaming(list(data), dcfg.stream, processes=dist.world)
+    streaming, data_why = ddp.broadcast(dist, (streaming, data_why))  # every rank must load the same way
+    if progress:
+        print(f"training data: {data_why}", flush=True)
+    if streaming:
+        tr, va = load_streamed_data(list(data), cfg, dcfg)
+    else:
+        tr, va = split(load_training_data(data), cfg.val_fraction, cfg.seed)
+    trainer = Trainer(cfg, dcfg, dev, progress, dist)
+    ls = loader_settings(dcfg, dev, in_memory=not dcfg.simulate_on_the_fly and not streaming, streaming=streaming)
     members = []
     for a_i, arch in enumerate(cfg.arch):
         for m in range(cfg.members):
@@ -370,9 +502,12 @@ def train(cfg: TrainingConfig, dcfg: DataConfig, data: list[str], out: str | Pat
     manifest = {
         "schema": "lenstrt-run/1", "members": members, "device": dev,
         "precision": asdict(trainer.precision), "loader": asdict(ls),
-        "data": {"paths": [str(p) for p in data], "hash": full.data_hash, "n_train": len(tr.labels),
-                 "n_val": len(va.labels), "survey": full.survey, "bands": full.bands},
-        "lenstrt_version": __version__,
+        "data": {"paths": [str(p) for p in data], "hash": tr.data_hash, "n_train": tr.n,
+                 "n_val": va.n, "survey": tr.survey, "bands": tr.bands, "streamed": streaming, "why": data_why},
+        "distributed": {"world_size": dist.world, "backend": dist.backend or None,
+                        "effective_batch": cfg.batch_size * dist.world},
+        "lenstrt_version": __version__, "peak_rss_mb": peak_rss_mb(),
     }
-    write_json(out / "ensemble.json", manifest)
+    if dist.main:
+        write_json(out / "ensemble.json", manifest)
     return manifest
