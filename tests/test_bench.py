@@ -49,8 +49,15 @@ def test_configs_and_ratios(bundle_dir):
     rows = [{"ok": True, "backend": "torch", "ensemble": "separate", "batch_size": 1, "images_per_s": 100.0, "label": "t"},
             {"ok": True, "backend": "ort", "ensemble": "separate", "batch_size": 1, "images_per_s": 150.0, "label": "o"},
             {"ok": True, "backend": "ort", "ensemble": "fused", "batch_size": 1, "images_per_s": 165.0, "label": "f"}]
+    rows.append({"ok": True, "backend": "torch", "ensemble": "member", "member": "m", "batch_size": 1,
+                 "images_per_s": 300.0, "label": "tm"})
+    rows.append({"ok": True, "backend": "ort", "ensemble": "member", "member": "m", "batch_size": 1,
+                 "images_per_s": 450.0, "label": "om"})
     r = {(q["label"], q["vs"]): q["speedup"] for q in ratios(rows)}
     assert r[("o", "torch")] == pytest.approx(1.5) and r[("f", "separate")] == pytest.approx(1.1)
+    # the fused ensemble against torch running the members one after another; a member against its own torch
+    assert r[("f", "torch")] == pytest.approx(1.65) and r[("om", "torch")] == pytest.approx(1.5)
+    assert rows[2]["vs_torch_fp32"] == pytest.approx(1.65)
 
 
 def test_crashing_backend_becomes_failed_row(tmp_path, monkeypatch):

@@ -240,13 +240,19 @@ def _agreement(ref: np.ndarray, got: np.ndarray, labels: np.ndarray | None) -> d
 
 
 def ratios(rows: list[dict]) -> list[dict]:
-    """Speed of each row relative to torch (eager fp32) with the same member/mode and batch size (also set
-    on the row as `vs_torch_fp32`), and concurrent/fused against separate at the same precision."""
-    base = {(r.get("member"), r["ensemble"], r["batch_size"]): r["images_per_s"] for r in rows
-            if r.get("ok") and r["backend"] == "torch" and r.get("precision", "fp32") == "fp32"}
+    """Speed of each row relative to torch (eager fp32) with the same member and batch size (also set on the
+    row as `vs_torch_fp32`; every whole-ensemble row, fused or concurrent, against torch running the members
+    one after another: what a user without lenstrt's export runs), and concurrent/fused against separate at
+    the same precision."""
+    def key_of(r: dict) -> tuple:
+        return (r.get("member"), "member" if r.get("member") else "ensemble", r["batch_size"])
+
+    base = {key_of(r): r["images_per_s"] for r in rows
+            if r.get("ok") and r["backend"] == "torch" and r.get("precision", "fp32") == "fp32"
+            and (r.get("member") or r["ensemble"] == "separate")}
     out = []
     for r in rows:
-        key = (r.get("member"), r["ensemble"], r["batch_size"])
+        key = key_of(r)
         if r.get("ok") and key in base:
             r["vs_torch_fp32"] = r["images_per_s"] / base[key]
             if not (r["backend"] == "torch" and r.get("precision", "fp32") == "fp32"):
