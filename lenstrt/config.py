@@ -43,6 +43,7 @@ class TrainingConfig:
     tensorboard: bool = False            # the same as log: [tensorboard]
     log: tuple[str, ...] = ()            # experiment trackers: tensorboard, wandb, mlflow
     nproc: int = 1                       # `lenstrt train --nproc N`: N DDP ranks on this node via torchrun
+    member_parallel: bool = False        # with nproc > 1: each rank trains whole members (one per GPU), no DDP
     ddp_timeout_s: float = 1800.0        # a rank waiting longer on its peers fails (no silent hang)
 
 

@@ -113,9 +113,37 @@ def test_train_cli_nproc(sim_dir, tmp_path):
                           "--out", str(out), "-q"], env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     m = json.loads((out / "ensemble.json").read_text())
-    assert m["distributed"] == {"world_size": 2, "backend": "gloo", "effective_batch": 8}
+    assert m["distributed"] == {"world_size": 2, "backend": "gloo", "mode": "ddp", "effective_batch": 8}
     assert m["members"][0]["metrics"]["images_seen"] == 16
     assert res.stdout.count("vit_tiny-s0: val AUROC") == 1  # rank 0 reports, once
+
+
+@pytest.mark.slow
+def test_member_parallel_trains_each_member_whole_on_one_rank(sim_dir, tmp_path):
+    """`--member-parallel`: the two members of an ensemble trained at once, one per rank, each exactly as
+    a single process trains it (no gradient sync), collected by rank 0 into one ensemble.json."""
+    from lenstrt.train.trainer import train
+
+    out = tmp_path / "mp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["--data", str(sim_dir), "--arch", "vit_tiny", "--members", "2", "--max-steps", "3", "--batch-size", "4",
+            "--val-every", "3", "--no-amp"]
+    res = subprocess.run([sys.executable, "-m", "lenstrt.cli.train", *args, "--nproc", "2", "--member-parallel",
+                          "--out", str(out), "-q"], env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    m = json.loads((out / "ensemble.json").read_text())
+    assert m["distributed"]["mode"] == "member-parallel" and m["distributed"]["effective_batch"] == 4
+    assert [x["name"] for x in m["members"]] == ["vit_tiny-s0", "vit_tiny-s1"]
+    assert [x["rank"] for x in m["members"]] == [0, 1]
+    torch.set_num_threads(1)
+    one = tmp_path / "one"
+    train(TrainingConfig(arch=("vit_tiny",), members=2, max_steps=3, batch_size=4, val_every=3, amp=False),
+          DataConfig(), [str(sim_dir)], one, device="cpu", progress=False)
+    for name in ("vit_tiny-s0", "vit_tiny-s1"):
+        a, b = ck.load(out / name / "best.pt"), ck.load(one / name / "best.pt")
+        assert a["temperature"] == pytest.approx(b["temperature"], rel=1e-4)
+        for k in a["state_dict"]:
+            assert torch.allclose(a["state_dict"][k], b["state_dict"][k], rtol=1e-4, atol=1e-6), (name, k)
 
 
 def test_nproc_argv_drops_nproc():

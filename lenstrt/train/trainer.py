@@ -474,6 +474,16 @@ def train(cfg: TrainingConfig, dcfg: DataConfig, data: list[str], out: str | Pat
         ddp.shutdown(dist)
 
 
+def _wait_for_json(path: Path, token: str | None, poll_s: float = 1.0) -> dict[str, Any]:
+    """The member result another rank writes (atomically) when its member is done."""
+    while True:
+        if path.exists():
+            got = json.loads(path.read_text())
+            if got.pop("launch", None) == token:
+                return got
+        time.sleep(poll_s)
+
+
 def _train(cfg: TrainingConfig, dcfg: DataConfig, data: list[str], out: Path, dev: str, resume: bool, progress: bool,
            dist) -> dict[str, Any]:
     from lenstrt.train import distributed as ddp
@@ -490,22 +500,35 @@ def _train(cfg: TrainingConfig, dcfg: DataConfig, data: list[str], out: Path, de
         tr, va = load_streamed_data(list(data), cfg, dcfg)
     else:
         tr, va = split(load_training_data(data), cfg.val_fraction, cfg.seed)
-    trainer = Trainer(cfg, dcfg, dev, progress, dist)
+    plan = [(arch, cfg.seed + 1000 * a_i + m) for a_i, arch in enumerate(cfg.arch) for m in range(cfg.members)]
+    by_member = cfg.member_parallel and dist.active
+    # Member-parallel: each rank trains its members whole and alone (no gradient sync: a single-process
+    # Trainer), on its own GPU; rank 0 collects the results from files, as members may take hours longer
+    # than a collective's timeout. torchrun ends the job if a rank fails, so the wait cannot hang.
+    trainer = Trainer(cfg, dcfg, dev, progress, ddp.SINGLE if by_member else dist)
     ls = loader_settings(dcfg, dev, in_memory=not dcfg.simulate_on_the_fly and not streaming, streaming=streaming)
     members = []
-    for a_i, arch in enumerate(cfg.arch):
-        for m in range(cfg.members):
-            seed = cfg.seed + 1000 * a_i + m
-            name = f"{arch}-s{seed}"
-            res = trainer.train_member(arch, seed, tr, va, out / name, resume=resume)
-            members.append({"name": name, "checkpoint": f"{name}/best.pt", **res})
+    # this launch's token: rank 0 waits for results written by this launch, not a stale file of an earlier one
+    token = ddp.broadcast(dist, f"{time.time_ns()}") if by_member else None
+    for i, (arch, seed) in enumerate(plan):
+        name = f"{arch}-s{seed}"
+        if by_member and i % dist.world != dist.rank:
+            continue
+        res = trainer.train_member(arch, seed, tr, va, out / name, resume=resume)
+        if by_member:
+            write_json(out / name / "member.json", {**res, "rank": dist.rank, "launch": token})
+        members.append({"name": name, "checkpoint": f"{name}/best.pt", **res})
+    if by_member and dist.main:
+        members = [{"name": f"{a}-s{s}", "checkpoint": f"{a}-s{s}/best.pt",
+                    **_wait_for_json(out / f"{a}-s{s}" / "member.json", token)} for a, s in plan]
     manifest = {
         "schema": "lenstrt-run/1", "members": members, "device": dev,
         "precision": asdict(trainer.precision), "loader": asdict(ls),
         "data": {"paths": [str(p) for p in data], "hash": tr.data_hash, "n_train": tr.n,
                  "n_val": va.n, "survey": tr.survey, "bands": tr.bands, "streamed": streaming, "why": data_why},
         "distributed": {"world_size": dist.world, "backend": dist.backend or None,
-                        "effective_batch": cfg.batch_size * dist.world},
+                        "mode": "member-parallel" if by_member else ("ddp" if dist.active else None),
+                        "effective_batch": cfg.batch_size * (1 if by_member else dist.world)},
         "lenstrt_version": __version__, "peak_rss_mb": peak_rss_mb(),
     }
     if dist.main:
