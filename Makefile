@@ -46,7 +46,7 @@ MUTATION_BUDGET ?= 3600
 MUTANTS = 'lenstrt.metrics.*' 'lenstrt.runtime.ensemble.*' 'lenstrt.serve.ledger.*' \
 	'lenstrt.serve.pipeline.xǁRunǁcommit*' 'lenstrt.serve.pipeline.x_prepare*' 'lenstrt.serve.pipeline.x_catalog_columns*' \
 	'lenstrt.export.validate.x_agreement*' 'lenstrt.export.validate.x_within*' \
-	'lenstrt.export.pipeline.x_auc_drop_fails*' 'lenstrt.export.pipeline.x_gate_failure*'
+	'lenstrt.export.pipeline.x_auc_drop_fails*' 'lenstrt.export.pipeline.x_gate_failure*' 'lenstrt.export.tolerances.*'
 define MUTATION_REPORT
 import collections, fnmatch, json, pathlib, sys
 stat = {1: "killed", 3: "killed", 0: "survived", None: "not run", 33: "no tests", 5: "no tests"}

@@ -87,3 +87,53 @@ def test_gate_failure_names_the_figures():
     assert gate_failure({"max_abs_prob_diff": 0.5}, 0.01, 0.002) == \
         "max |prob diff| 5.00e-01 (tol 0.01), AUC drop 0.0000 (tol 0.002)"   # unlabelled: no AUC figures
     assert gate_failure({"max_abs_prob_diff": 0.0, "auc_reference": 0.5, "auc_drop": 0.3}, 0.01, 0.002) is None
+
+
+def test_tolerances_per_precision_come_from_the_export_spec():
+    from lenstrt.export.tolerances import Tolerance, tolerances
+    from lenstrt.models.registry import ExportSpec
+
+    spec = ExportSpec(atol_fp32=1e-3, rtol_fp32=2e-5, atol_fp16_prob=3e-2, max_auc_drop_fp16=0.004,
+                      atol_int8_prob=0.4, mean_int8_prob=0.03, max_auc_drop_int8=0.005, min_top100_int8=0.9)
+    t = tolerances(spec)
+    assert set(t) == {"fp32", "fp16", "bf16", "int8"}
+    assert t["fp32"] == Tolerance(atol_logit=1e-3, rtol_logit=2e-5)
+    assert t["fp16"] == t["bf16"] == Tolerance(max_abs_prob=3e-2, max_auc_drop=0.004)
+    assert t["int8"] == Tolerance(max_abs_prob=0.4, mean_abs_prob=0.03, max_auc_drop=0.005, min_top100=0.9)
+    assert t["fp16"].as_dict() == {"max_abs_prob": 3e-2, "max_auc_drop": 0.004}  # unset bounds left out
+
+
+def _agree(**kw):
+    base = {"n": 500, "max_abs_prob_diff": 0.01, "mean_abs_prob_diff": 0.001, "auc_reference": 0.95,
+            "auc_drop": 0.0, "top100_overlap": 1.0}
+    return {**base, **kw}
+
+
+@pytest.mark.parametrize("precision,figures,fails", [
+    ("fp16", {}, None),
+    ("fp16", {"max_abs_prob_diff": 0.031}, "max |prob diff|"),
+    ("fp16", {"auc_drop": 0.0041}, "AUC drop"),
+    ("fp16", {"auc_drop": 0.0041, "auc_reference": 0.8}, None),      # AUC gate only for working classifiers
+    ("fp16", {"mean_abs_prob_diff": 0.2, "top100_overlap": 0.1}, None),   # not fp16's bounds
+    ("int8", {"max_abs_prob_diff": 0.3}, None),                          # loose max |Δp| for INT8 ...
+    ("int8", {"max_abs_prob_diff": 0.41}, "max |prob diff|"),            # ... but a bound
+    ("int8", {"mean_abs_prob_diff": 0.031}, "mean |prob diff|"),
+    ("int8", {"auc_drop": 0.0051}, "AUC drop"),
+    ("int8", {"top100_overlap": 0.89}, "top-100 overlap"),
+    ("int8", {"top100_overlap": 0.89, "n": 199}, None),                  # top-100 of < 200 rows says nothing
+])
+def test_one_gate_for_every_precision(precision, figures, fails):
+    from lenstrt.export.tolerances import gate, tolerances
+    from lenstrt.models.registry import ExportSpec
+
+    spec = ExportSpec(atol_fp16_prob=3e-2, max_auc_drop_fp16=0.004, atol_int8_prob=0.4, mean_int8_prob=0.03,
+                      max_auc_drop_int8=0.005, min_top100_int8=0.9)
+    why = gate(_agree(**figures), tolerances(spec)[precision])
+    assert (why is None) if fails is None else (fails in why), why
+
+
+def test_a_tolerance_without_bounds_passes_anything():
+    from lenstrt.export.tolerances import Tolerance, gate
+
+    assert gate(_agree(max_abs_prob_diff=0.9, auc_drop=0.5), Tolerance()) is None
+    assert gate(_agree(top100_overlap=0.0), Tolerance(mean_abs_prob=1.0)) is None  # int8 path, top-100 unbounded
