@@ -141,3 +141,67 @@ def test_the_reader_thread_gives_a_buffer_back_only_on_release(tmp_path, pixels,
     items[1][4]()
     assert given == [1]  # the second batch read went into buffer 1
     assert len(list(it)) == 0
+
+
+def test_big_endian_files_read_into_a_buffer(tmp_path, pixels):
+    """HDF5 written from FITS arrays is often big-endian: decoded (bytes swapped) like any other."""
+    import h5py
+
+    for dt in (">f4", ">f2", "<f8"):
+        p = tmp_path / f"be{dt[1:]}.h5"
+        with h5py.File(p, "w") as f:
+            f.create_dataset("images", data=pixels[:6].astype(dt))
+            f.attrs["bands"] = '["g", "r", "i"]'
+        buf = np.zeros((6, 3, 64, 64), np.float32)
+        with CutoutFile.for_bundle(p, INPUT) as f:
+            got = f.read(0, 6, out=buf)
+        np.testing.assert_allclose(got.images, pixels[:6].astype(dt).astype(np.float32))
+        assert np.shares_memory(got.images, buf)
+
+
+READER_ORPHAN = '''
+import sys, time
+from pathlib import Path
+from lenstrt.serve import readers
+from lenstrt.serve.ledger import plan_units
+
+INPUT = {"name": "images", "shape": [-1, 3, 64, 64], "bands": ["g", "r", "i"]}
+units = plan_units([(sys.argv[1], 70)], 8)
+it = readers.unit_batches(units, 8, INPUT, None, 2, pin=False, hold=1)
+held = next(it)  # never released: the readers block on their buffers
+time.sleep(60)
+'''
+
+
+def test_reader_processes_die_with_serve(tmp_path, pixels):
+    """serve killed outright (SIGKILL, the OOM killer): its readers must not live on (holding the output
+    lock's file, inherited through fork) blocked on their pipes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    p = _shard(tmp_path / "a.h5", pixels)
+    script = tmp_path / "orphan.py"
+    script.write_text(READER_ORPHAN)
+    proc = subprocess.Popen([sys.executable, str(script), str(p)])
+
+    def children() -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout
+        return [int(x) for x in out.split()]
+
+    deadline = time.time() + 60
+    while len(children()) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    kids = children()
+    assert len(kids) == 2
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    alive = kids
+    while alive and time.time() < deadline:
+        alive = [k for k in kids if os.path.exists(f"/proc/{k}") and
+                 open(f"/proc/{k}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+        time.sleep(0.1)
+    assert alive == [], f"reader processes {alive} outlived serve"

@@ -56,8 +56,12 @@ def test_ranks_and_workers_read_disjoint_rows(index):
     assert set(ds0.epoch_order(0, 0, 1)).isdisjoint(ds1.epoch_order(0, 0, 1))
 
 
-def test_batches_hold_the_planned_rows(sim_dir, index):
+@pytest.mark.parametrize("open_files", [1, 32])
+def test_batches_hold_the_planned_rows(sim_dir, index, monkeypatch, open_files):
+    """Also with one shard open at a time (thousands of shards: the least recently used is closed)."""
     from lenstrt.data.readers import load_all
+
+    monkeypatch.setattr(st, "OPEN_FILES", open_files)
 
     full = load_all([str(sim_dir)])
     ds = st.ShardStream(index, 8, seed=1, buffer=20)
@@ -126,3 +130,15 @@ def test_train_cli_streams(sim_dir, tmp_path):
     assert m["data"]["streamed"] is True and "--stream" in m["data"]["why"]
     assert m["data"]["n_train"] + m["data"]["n_val"] == 96
     assert "data: streamed" in res.output
+
+
+def test_shard_attributes_as_the_readers_parse_them(tmp_path):
+    """Bands stored as a JSON string or as an HDF5 string array (both written by other tools)."""
+    import h5py
+
+    for k, bands in enumerate(('["g", "r", "i"]', np.array([b"g", b"r", b"i"]))):
+        p = tmp_path / f"s{k}.h5"
+        with h5py.File(p, "w") as f:
+            f.create_dataset("images", data=np.zeros((2, 3, 8, 8), np.float32))
+            f.attrs["bands"], f.attrs["survey"], f.attrs["pixel_scale"] = bands, "lsst-gri", 0.2
+        assert st.bands_survey_scale(str(p)) == (["g", "r", "i"], "lsst-gri", pytest.approx(0.2))

@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import mmap
 import multiprocessing as mp
+import os
 import queue
 import signal
 import sys
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from lenstrt.errors import InputError, LenstrtError
+from lenstrt.errors import ConfigError, InputError, LenstrtError
 
 # (unit, Batch with images | InputError, images (numpy, or a pinned tensor on GPU runs) | None, last, release)
 Item = tuple[Any, Any, Any, bool, Callable[[], None]]
@@ -120,12 +121,31 @@ def _pulled(units: list, tasks) -> Iterator[Any]:
         yield units[i]
 
 
-def _worker(wid: int, units: list, tasks, batch_size: int, bundle_input: dict, keep, arrays, free, results) -> None:
+def _die_with(parent: int) -> None:
+    """A reader blocks on pipes it also holds open, so it would never see serve die (SIGKILL, the OOM
+    killer) and would live on, holding the output lock's file inherited through fork: ask Linux to kill
+    it with its parent, and check the parent did not go before that was asked."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the getppid check below still covers a dead parent
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _worker(wid: int, parent: int, units: list, tasks, batch_size: int, bundle_input: dict, keep, arrays, free,
+            results) -> None:
     """One reader process: the units it pulls from `tasks` (so readers finish together whatever the
     units' sizes), decoded into its own buffers; (kind, wid, ...) messages to serve."""
+    _die_with(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if "torch" in sys.modules:  # forked from a process that used its thread pool: one thread, no pool
+    # One thread for any torch work here (float16 widening): a pool forked from serve's is unusable, and a
+    # fresh one per reader would fight the model for the cores.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
     try:
         for u, b, i, last in _read_units(_pulled(units, tasks), batch_size, bundle_input, keep, free.get, free.put,
@@ -145,6 +165,8 @@ def _processes(units, batch_size, bundle_input, keep, readers, pin, hold, stop) 
     row = int(np.prod(shape)) * 4
     block = mmap.mmap(-1, readers * per * batch_size * row)  # MAP_SHARED | MAP_ANONYMOUS, inherited by fork
     flat = np.frombuffer(block, np.float32).reshape(readers, per, batch_size, *shape)
+    if "fork" not in mp.get_all_start_methods():
+        raise ConfigError("--readers N needs fork (Linux); use --readers 1 here")
     ctx = mp.get_context("fork")  # the buffers are inherited, not named: fork is what shares them
     results = ctx.Queue()
     tasks = ctx.Queue()  # its feeder thread buffers: putting every unit never blocks on the pipe
@@ -159,7 +181,8 @@ def _processes(units, batch_size, bundle_input, keep, readers, pin, hold, stop) 
         for i in range(per):
             frees[w].put(i)
         procs.append(ctx.Process(target=_worker, name=f"lenstrt-reader-{w}", daemon=True,
-                                 args=(w, units, tasks, batch_size, bundle_input, keep, flat[w], frees[w], results)))
+                                 args=(w, os.getpid(), units, tasks, batch_size, bundle_input, keep, flat[w], frees[w],
+                                       results)))
     pinned = Buffers(hold + 1, batch_size, shape, pin=True) if pin else None
     try:
         for p in procs:

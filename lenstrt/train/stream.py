@@ -14,7 +14,6 @@ its batch and reads only the units whose rows are still pending (the exact-resum
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from lenstrt.errors import InputError
 # Loading a set into RAM briefly holds ~3 float32 copies (per-file reads, concatenation, the
 # train/val split): in memory only when that fits in half the available memory.
 _COPIES, _MEM_SHARE = 3, 0.5
+OPEN_FILES = 32  # shards a loader worker keeps open (least recently used closed first)
 
 
 def available_memory() -> int | None:
@@ -273,7 +273,11 @@ class ShardStream(IterableDataset):
                 a, z = (int(x) for x in self._units[u])
                 fi = int(np.searchsorted(self.index.offsets, a, side="right") - 1)
                 if fi not in files:
+                    if len(files) >= OPEN_FILES:  # thousands of shards: a few open at once (fds, HDF5 caches)
+                        files.pop(next(iter(files))).close()
                     files[fi] = CutoutFile(self.index.files[fi])
+                else:
+                    files[fi] = files.pop(fi)  # most recently used last
                 off = int(self.index.offsets[fi])
                 batch = files[fi].read(a - off, z - off)
                 keep = np.flatnonzero(pos[a:z] >= first)  # rows still to come; earlier ones were emitted
@@ -285,13 +289,16 @@ class ShardStream(IterableDataset):
 
 
 def bands_survey_scale(path: str) -> tuple[list[str] | None, str, float | None]:
-    """Band names, survey and pixel scale from an HDF5 shard's attributes (what checkpoints record)."""
-    if not path.endswith((".h5", ".hdf5")):
-        return None, "unknown", None
-    import h5py
+    """Band names, survey and pixel scale of a shard (what checkpoints record): bands and scale as the
+    readers parse them (JSON or string-array attributes, WCS), the survey from an HDF5 attribute."""
+    from lenstrt.data.readers import CutoutFile
 
-    with h5py.File(path, "r") as f:
-        bands = json.loads(f.attrs["bands"]) if "bands" in f.attrs else None
-        survey = str(f.attrs.get("survey", "unknown"))
-        scale = float(f.attrs["pixel_scale"]) if f.attrs.get("pixel_scale") else None
-    return bands, survey, scale
+    with CutoutFile(path) as f:
+        info = f.info()
+    survey = "unknown"
+    if path.endswith((".h5", ".hdf5", ".hdf")):
+        import h5py
+
+        with h5py.File(path, "r") as h:
+            survey = str(h.attrs.get("survey", "unknown"))
+    return (list(info.band_names) if info.band_names else None), survey, info.pixel_scale

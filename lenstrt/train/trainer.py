@@ -273,6 +273,9 @@ class Trainer:
                                                  prefetch_factor=ls.prefetch_factor, generator=lgen)
         else:
             ds = InMemoryCutouts(train.images, train.labels)
+            if dist.active and len(ds) < cfg.batch_size * dist.world:  # an empty rank batch: NaN on all ranks
+                raise ConfigError(f"{len(ds)} training rows cannot fill one batch of {cfg.batch_size} per rank on "
+                                 f"{dist.world} rank(s); lower --batch-size")
             batches = ResumableBatches(len(ds), cfg.batch_size, seed, step, rank=dist.rank, world=dist.world)
             loader = torch.utils.data.DataLoader(ds, batch_sampler=batches,
                                                  collate_fn=collate_batched, num_workers=ls.num_workers,

@@ -63,7 +63,7 @@ class HDF5Layout(_ArrayLayout):
             raw = self._h5.attrs["bands"]
             raw = raw.decode() if isinstance(raw, bytes) else raw
             names = tuple(json.loads(raw)) if isinstance(raw, str) and raw.startswith("[") else tuple(
-                str(b) for b in np.atleast_1d(raw))
+                b.decode() if isinstance(b, bytes) else str(b) for b in np.atleast_1d(raw))  # HDF5 string arrays
         self._setup(self._h5["images"], names)
         self._scale = float(self._h5["images"].attrs.get("scale", 1.0))  # float16 shards (data/shards.py)
         self._scratch: np.ndarray | None = None  # read_into's buffer for stored dtypes other than float32
@@ -86,10 +86,13 @@ class HDF5Layout(_ArrayLayout):
         if self._order is not None:
             return super().read_into(start, stop, out)
         dest = out[:stop - start]
-        if self._images.dtype == np.float32:  # HDF5 decodes (and decompresses) straight into the buffer
+        dt = self._images.dtype
+        if dt.kind == "f" and dt.itemsize == 4:  # HDF5 decodes (decompresses, swaps bytes) into the buffer
             self._images.read_direct(dest, np.s_[start:stop])
             if self._scale != 1.0:
                 dest *= np.float32(self._scale)
+        elif dt != np.float16:  # big-endian float16, float64, integers: numpy's conversion
+            return super().read_into(start, stop, out)
         else:  # float16 storage: read as stored, widen in torch (vectorised F16C: ~5x numpy, ~6x HDF5's own)
             import torch
 
