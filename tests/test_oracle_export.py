@@ -137,3 +137,20 @@ def test_a_tolerance_without_bounds_passes_anything():
 
     assert gate(_agree(max_abs_prob_diff=0.9, auc_drop=0.5), Tolerance()) is None
     assert gate(_agree(top100_overlap=0.0), Tolerance(mean_abs_prob=1.0)) is None  # int8 path, top-100 unbounded
+
+
+def test_the_gate_dispatches_on_which_bounds_are_set():
+    """fp16-like bounds go to `gate_failure`, any int8-only bound (mean |Δp|, top-100) to
+    `int8_gate_failure`, each with unset bounds as no bound: same messages as calling them directly."""
+    from lenstrt.export.int8 import int8_gate_failure
+    from lenstrt.export.pipeline import gate_failure
+    from lenstrt.export.tolerances import Tolerance, gate
+
+    inf = float("inf")
+    bad = _agree(max_abs_prob_diff=0.05, mean_abs_prob_diff=0.03, auc_drop=0.01, top100_overlap=0.5)
+    assert gate(dict(bad), Tolerance(max_abs_prob=0.02, max_auc_drop=0.002)) == gate_failure(dict(bad), 0.02, 0.002)
+    assert gate(dict(bad), Tolerance(max_abs_prob=0.02)) == gate_failure(dict(bad), 0.02, inf)
+    assert gate(dict(bad), Tolerance(min_top100=0.9)) == int8_gate_failure(dict(bad), inf, inf, inf, 0.9)
+    assert "top-100 overlap" in gate(dict(bad), Tolerance(min_top100=0.9))
+    assert gate(dict(bad), Tolerance(mean_abs_prob=0.01)) == int8_gate_failure(dict(bad), inf, 0.01, inf, 0.0)
+    assert gate(dict(bad), Tolerance(mean_abs_prob=0.01)).startswith("mean |prob diff|")  # max |Δp| unbounded
