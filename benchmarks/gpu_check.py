@@ -5,7 +5,8 @@ On a machine with an NVIDIA GPU, in under 8 minutes:
   1. `pytest -m "gpu or trt"`;
   2. training throughput, fp32 vs fp16 autocast + GradScaler vs bf16 autocast (resnet18, then vit_small
      when time allows), with the project's own step (`lenstrt.train.trainer.forward_loss`);
-  3. `lenstrt.serve.pipeline.serve` of a 3-member ensemble, concurrency `streams` vs `sequential`;
+  3. `lenstrt.serve.pipeline.serve` of a 3-member ensemble, concurrency `streams` vs `sequential`, and once
+     with 2 reader processes (the pinned batch buffers of `serve/readers.py`, a GPU-only path);
   4. the GPU rows of `lenstrt bench` (`lenstrt.bench.harness.run_bench`);
 and it writes benchmarks/results/<date>-gpu-<gpu>.md (and .json) after every step, so a kill still leaves
 the figures measured so far. Each step runs in a process group of its own with a hard timeout; a step
@@ -59,7 +60,8 @@ GPU_PLAN: dict[str, Any] = {
     "train_batch": 256, "train_seconds": 18.0, "train_warmup_steps": 5, "vit_seconds": 6.0,
     "serve_rows": 16384, "warm_rows": 1024, "serve_batch": 256, "serve_reps": 2,
     "bench_batches": [1, 64, 256], "bench_modes": ["members", "separate", "concurrent"],
-    "bench_warmup_ms": 300.0, "bench_duration_s": 1.0, "bench_config_timeout_s": 90.0, "bench_config_est_s": 6.0,
+    "bench_warmup_ms": 300.0, "bench_duration_s": 1.0, "bench_config_timeout_s": 90.0, "bench_config_est_s": 8.0,
+    "bench_max_windows": 6,
     "n_agree": 256, "export_batch": [1, 256, 512], "pytest_targets": [],
     "budget_s": 450.0,
     "caps": {"env": 90, "pytest": 100, "train": 110, "prepare": 90, "serve": 70, "bench": 220},
@@ -71,9 +73,9 @@ DRY_PLAN: dict[str, Any] = {
     "train_batch": 8, "train_seconds": 0.5, "train_warmup_steps": 1, "vit_seconds": 0.3,
     "serve_rows": 256, "warm_rows": 32, "serve_batch": 64, "serve_reps": 1,
     "bench_batches": [8], "bench_warmup_ms": 10.0, "bench_duration_s": 0.1, "bench_config_timeout_s": 60.0,
-    "bench_config_est_s": 5.0, "n_agree": 32, "export_batch": [1, 16, 64], "pytest_targets": ["tests/test_gpu.py"],
+    "bench_config_est_s": 12.0, "bench_max_windows": 3, "n_agree": 32, "export_batch": [1, 16, 64], "pytest_targets": ["tests/test_gpu.py"],
     "budget_s": 300.0,
-    "caps": {"env": 60, "pytest": 60, "train": 60, "prepare": 120, "serve": 60, "bench": 120},
+    "caps": {"env": 60, "pytest": 60, "train": 60, "prepare": 120, "serve": 60, "bench": 200},
     "min_s": {"pytest": 10, "train": 10, "prepare": 10, "serve": 10, "bench": 20},
 }
 
@@ -541,25 +543,28 @@ def step_serve(ctx: Ctx) -> None:
               progress=False, log=lambda *a: None)
         d.setdefault("warmup_s", {})[b] = round(time.perf_counter() - t0, 1)
         for rep in range(p["serve_reps"]):
-            for conc in ("streams", "sequential"):
+            # the last run reads with 2 reader processes: the pinned-buffer path exists only on a GPU
+            for conc, readers in (("streams", 1), ("sequential", 1)) + ((("streams", 2),) if rep == 0 else ()):
                 if est and ctx.left() < 1.5 * est:
-                    ctx.skip(f"serve {b} {conc} rep {rep + 1}", f"time budget: {ctx.left():.0f} s left in the step")
+                    ctx.skip(f"serve {b} {conc} readers {readers} rep {rep + 1}",
+                             f"time budget: {ctx.left():.0f} s left in the step")
                     continue
                 logs: list[str] = []
                 t0 = time.perf_counter()
                 s = serve(bundle, [npy], out, ServeOptions(backend=b, batch_size=p["serve_batch"], fmt=fmt,
-                                                           concurrency=conc, resume=False),
+                                                           concurrency=conc, resume=False, readers=readers),
                           progress=False, log=logs.append)
                 est = time.perf_counter() - t0
                 tp, ens = s.get("throughput", {}), s.get("ensemble", {})
                 amp = sorted({str(r.get("amp")) for r in ens.get("runners", []) if r.get("amp") is not None})
-                r = {"backend": b, "concurrency": conc, "rep": rep + 1, "rows": s["counts"]["rows_this_run"],
+                r = {"backend": b, "concurrency": conc, "readers": readers, "rep": rep + 1,
+                     "rows": s["counts"]["rows_this_run"],
                      "catalog_rows": s["counts"]["catalog_rows"], **tp, "backend_used": s.get("backend"),
                      "device": s.get("device"), "backend_choice": s.get("backend_choice"),
                      "ensemble_concurrency": ens.get("concurrency"), "amp": ",".join(amp) or None,
                      "providers": sorted({x for r_ in ens.get("runners", []) for x in r_.get("providers", [])})}
                 d["runs"].append(r)
-                ctx.log(f"{b} {conc} rep {rep + 1}: {tp.get('end_to_end_img_s')} img/s end to end, "
+                ctx.log(f"{b} {conc} readers {readers} rep {rep + 1}: {tp.get('end_to_end_img_s')} img/s end to end, "
                         f"{tp.get('inference_img_s')} inference")
                 ctx.save()
         shutil.rmtree(out, ignore_errors=True)
@@ -592,6 +597,9 @@ def step_bench(ctx: Ctx) -> None:
             continue
         spec = BenchSpec(backends=(b,), batch_sizes=tuple(p["bench_batches"]), ensemble=tuple(p["bench_modes"]),
                          warmup_ms=p["bench_warmup_ms"], duration_s=p["bench_duration_s"], n_agree=p["n_agree"],
+                         # the stable bench may time up to max_windows windows per configuration: capped
+                         # here so a noisy row cannot spend the step's budget (its spread is reported)
+                         max_windows=int(p["bench_max_windows"]),
                          timeout_s=max(10.0, min(p["bench_config_timeout_s"], ctx.left() - 5)))
         t0 = time.perf_counter()
         rep = run_bench(bundle, spec, data=[npy], progress=progress)
@@ -703,17 +711,17 @@ def _md_train(d: dict[str, Any]) -> list[str]:
 
 def _md_serve(d: dict[str, Any]) -> list[str]:
     runs = d.get("runs", [])
-    rows = [[r["backend"], r["concurrency"], r["rep"], _f(r.get("end_to_end_img_s")), _f(r.get("inference_img_s")),
+    rows = [[r["backend"], r["concurrency"], r.get("readers", 1), r["rep"], _f(r.get("end_to_end_img_s")), _f(r.get("inference_img_s")),
              _f(r.get("pipeline_efficiency"), "{:.3f}"), _f(r.get("streaming_s"), "{:.2f}"), _f(r.get("amp"), "{}"),
              ",".join(x.replace("ExecutionProvider", "") for x in r.get("providers", [])) or "-"] for r in runs]
     out = [f"{d.get('members')} resnet18 members (random init), {d.get('rows'):,} cutouts from one .npy, batch "
            f"{d.get('batch')}, {d.get('format')} catalog, bundle: {d.get('bundle_kind')}; `serve()` end to end "
            "(reader thread, ensemble, writer thread), after one warm-up serve of a small file.", ""]
-    out += _table(["backend", "concurrency", "rep", "end-to-end img/s", "inference img/s", "efficiency", "streaming s",
+    out += _table(["backend", "concurrency", "readers", "rep", "end-to-end img/s", "inference img/s", "efficiency", "streaming s",
                    "amp", "providers"], rows)
     best: dict[tuple[str, str], dict[str, float]] = {}
     for r in runs:
-        k = (r["backend"], r["concurrency"])
+        k = (r["backend"], r["concurrency"] if r.get("readers", 1) == 1 else f"readers {r['readers']}")
         for m in ("end_to_end_img_s", "inference_img_s"):
             if r.get(m):
                 best.setdefault(k, {})[m] = max(best.get(k, {}).get(m, 0.0), r[m])
@@ -724,6 +732,10 @@ def _md_serve(d: dict[str, Any]) -> list[str]:
             lines.append(f"- {b}: streams / sequential = {s['end_to_end_img_s'] / q['end_to_end_img_s']:.2f} end to end, "
                          f"{s.get('inference_img_s', 0) / max(q.get('inference_img_s', 0), 1e-9):.2f} inference "
                          "(best of the repetitions)")
+        r2 = best.get((b, "readers 2"), {})
+        if s.get("end_to_end_img_s") and r2.get("end_to_end_img_s"):
+            lines.append(f"- {b}: 2 reader processes (pinned buffers) / 1 reader = "
+                         f"{r2['end_to_end_img_s'] / s['end_to_end_img_s']:.2f} end to end (streams)")
     return out + ([""] + lines if lines else [])
 
 

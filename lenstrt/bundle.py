@@ -166,10 +166,6 @@ def read_verified(path: str | Path, sha256: str | None) -> bytes:
     return data
 
 
-def engine_fingerprint(trt_version: str, gpu_name: str, compute_capability: str) -> dict[str, str]:
-    return {"tensorrt_version": trt_version, "gpu_name": gpu_name, "compute_capability": compute_capability}
-
-
 def check_engine(engine: dict[str, Any], trt_version: str | None, gpu_name: str | None,
                  compute_capability: str | None, bundle_dir: str | Path = "BUNDLE") -> None:
     """Raise BundleError unless the engine was built by this TensorRT version on this GPU model.

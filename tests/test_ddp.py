@@ -166,3 +166,10 @@ def test_batches_and_augmentation_split_the_global_batch():
     whole = augment(x, 5, 1)
     halves = torch.cat([augment(x[:4], 5, 1, (0, 2)), augment(x[4:], 5, 1, (1, 2))])
     assert torch.equal(whole, halves)
+
+
+def test_member_parallel_without_nproc_is_one_line(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "lenstrt", "train", "--data", str(tmp_path), "--arch", "resnet18",
+                          "--member-parallel", "--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0
+    assert "--member-parallel" in res.stderr and "--nproc" in res.stderr

@@ -127,6 +127,7 @@ def test_full_dry_run_measures_every_step(tmp_path):
     assert all(r["images_per_s"] > 0 and r["loss_finite"] for r in runs)
     serve = st["serve"]["data"]["runs"]
     assert {r["concurrency"] for r in serve} == {"streams", "sequential"}
+    assert {r["readers"] for r in serve} == {1, 2}  # the reader processes' batch buffers (pinned on a GPU)
     assert all(r["catalog_rows"] == 256 for r in serve)
     rows = st["bench"]["data"]["rows"]
     assert {r["backend"] for r in rows} == {"torch", "torch-amp"} and all(r["ok"] for r in rows)

@@ -32,7 +32,7 @@ class WorkerProcess:
         self._buf = b""
         self.proc = subprocess.Popen([*(cmd or WORKER_CMD), str(path)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self._stderr)
-        self.ready = self._reply() is not None
+        self._reply()  # the worker's "loaded" line (or the error that stops it: self.error)
 
     @property
     def ok(self) -> bool:

@@ -55,6 +55,8 @@ def command(data, arch, members, epochs, max_steps, time_budget_min, batch_size,
 
     cfg = load_config(config_path)
     nproc = nproc or cfg.training.nproc
+    if member_parallel and nproc <= 1 and int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        raise click.UsageError("--member-parallel trains members on several processes: add --nproc N (N > 1)")
     if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:  # a rank (WORLD_SIZE set) trains
         from lenstrt.train.distributed import launch
 
