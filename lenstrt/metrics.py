@@ -114,3 +114,38 @@ def summary(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
         "n": int(len(labels)),
         "n_lenses": int(np.sum(labels)),
     }
+
+
+def wilson_interval(k: int, n: int, z: float = 1.0) -> tuple[float, float]:
+    """Wilson score interval for k successes in n trials; z=1 is the 68.3% (1 sigma) interval. Chosen over
+    the normal approximation because it stays inside [0, 1] and is sane at k=0 and k=n, which small
+    strata hit; (nan, nan) when n=0."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    z2 = z * z
+    centre = (k + z2 / 2) / (n + z2)
+    half = z / (n + z2) * np.sqrt(k * (n - k) / n + z2 / 4)
+    return float(max(centre - half, 0.0)), float(min(centre + half, 1.0))
+
+
+def bin_index(values: np.ndarray, edges) -> np.ndarray:
+    """Half-open bins [e_i, e_i+1) with an under bin and an over bin: 0 for v < e_0, i+1 for
+    e_i <= v < e_i+1, len(edges) for v >= e_-1; -1 for NaN (no value, counted nowhere)."""
+    v = np.asarray(values, dtype=np.float64)
+    idx = np.searchsorted(np.asarray(edges, dtype=np.float64), v, side="right")
+    return np.where(np.isnan(v), -1, idx)
+
+
+def bin_labels(edges, fmt: str = "{:g}") -> list[str]:
+    """Names of bin_index's bins: ['<e0', 'e0-e1', ..., '>=eN']."""
+    e = [fmt.format(x) for x in edges]
+    return [f"<{e[0]}", *(f"{a}-{b}" for a, b in zip(e[:-1], e[1:])), f">={e[-1]}"]
+
+
+def roc_auc_vs(lens_scores: np.ndarray, other_scores: np.ndarray) -> float:
+    """AUROC of lenses against one group of non-lenses alone (e.g. lens vs companion): the probability a
+    random lens outscores a random member of the group, ties counting one half. NaN if either is empty."""
+    a, b = np.asarray(lens_scores, dtype=np.float64), np.asarray(other_scores, dtype=np.float64)
+    if not len(a) or not len(b):
+        return float("nan")
+    return roc_auc(np.r_[np.ones(len(a)), np.zeros(len(b))], np.r_[a, b])

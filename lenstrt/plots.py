@@ -128,3 +128,32 @@ def bars(groups: dict[str, dict[str, float]], ylabel: str, path: str | Path, tit
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def strata_heatmap(completeness: np.ndarray, counts: np.ndarray, row_labels: Sequence[str],
+                   col_labels: Sequence[str], path: str | Path, title: str = "",
+                   xlabel: str = "arc S/N", ylabel: str = "Einstein radius θE [arcsec]") -> Path:
+    """Completeness per (row, column) stratum, each cell labelled with its completeness and n; empty
+    cells are left blank rather than coloured as 0."""
+    plt = _plt()
+    comp = np.asarray(completeness, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(1.1 * len(col_labels) + 2.2, 0.55 * len(row_labels) + 1.6))
+    ax.set_facecolor("0.9")  # empty strata: grey, not a colour of the scale
+    im = ax.imshow(np.ma.masked_invalid(comp), origin="lower", cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    for i in range(comp.shape[0]):
+        for j in range(comp.shape[1]):
+            if counts[i, j]:
+                ax.text(j, i, f"{comp[i, j]:.2f}\nn={counts[i, j]}", ha="center", va="center", fontsize=7,
+                        color="black" if comp[i, j] > 0.6 else "white")
+    ax.set_xticks(range(len(col_labels)), col_labels)
+    ax.set_yticks(range(len(row_labels)), row_labels)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, label="completeness")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

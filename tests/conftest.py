@@ -80,7 +80,7 @@ def bundle_dir(run_dir, tmp_path_factory) -> Path:
 
 
 # -- a model that works ---------------------------------------------------------------------------------
-# An easy lsst-gri-like set: 32 px cutouts, lenses with bright-enough arcs, no hard negatives (companions),
+# An easy lsst-gri-like set: 32 px cutouts, lenses with bright-enough arcs, no hard negatives or nuisances,
 # 35% lenses (so a prevalence correction that assumes 50% is visibly wrong).
 EASY_SURVEY = {
     "name": "easy-gri", "pixel_scale": 0.2, "image_size": 32, "supersample": 2, "reference_band": "i",
@@ -94,7 +94,11 @@ EASY_SURVEY = {
     ],
     "population": {"theta_e": [1.0, 1.8], "lens_mag": [19.5, 20.5], "lens_colors": {"g": 1.4, "r": 0.45, "i": 0.0},
                    "source_mag": [23.0, 25.0], "source_colors": {"g": 0.25, "r": 0.1, "i": 0.0},
-                   "companion_mag": [21.5, 25.0], "color_scatter": 0.1, "min_arc_snr": 15.0},
+                   "companion_mag": [21.5, 25.0], "color_scatter": 0.1, "arc_snr": [400.0, 4000.0],
+                   "negative_mix": {"galaxy": 1.0}, "lens_with_companions": 0.0},
+    "nuisances": {"seeing_scatter": 0.0, "band_seeing_scatter": 0.0, "moffat_fraction": 0.0, "psf_ellipticity": 0.0,
+                  "band_offset": 0.0, "sky_scatter": 0.0, "depth_scatter": 0.0, "sky_residual": 0.0, "neighbours": 0.0,
+                  "stars": 0.0, "saturated": 0.0, "cosmic_rays": 0.0, "masked": 0.0},
 }
 EASY_LENS_FRACTION = 0.35
 GOOD_TRAINING = dict(arch=("vit_tiny",), members=2, max_steps=300, batch_size=32, val_every=100, warmup_steps=10,

@@ -106,7 +106,7 @@ def test_int8_failure_names_member_and_leaves_nothing(run_dir, tmp_path, monkeyp
     monkeypatch.setitem(reg._SPECS, "resnet18", reg.ExportSpec(mean_int8_prob=0.0))
     with pytest.raises(ExportError, match=r"member resnet18-s0: INT8 graph \(percentile calibration on .*mean \|prob diff\|"):
         export_bundle([str(run_dir / "resnet18-s0" / "best.pt")], tmp_path / "b", n_val=16, log=lambda *a: None,
-                      int8=True, calib_n=8)
+                      int8=True, calib_n=32)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -177,7 +177,7 @@ def test_export_builds_int8_engine_from_the_qdq_graph(run_dir, tmp_path, monkeyp
     monkeypatch.setattr(pipe, "_build_engine", build)
     monkeypatch.setattr(pipe, "_run_engine", run)
     m = export_bundle([str(run_dir / "resnet18-s0" / "best.pt")], tmp_path / "b", n_val=32, log=lambda *a: None,
-                      int8=True, calib_n=8)
+                      int8=True, calib_n=32)
     assert built == [("resnet18-s0.onnx", "resnet18-s0.plan"), ("resnet18-s0.int8.onnx", "resnet18-s0.int8.plan")]
     p8 = m["members"][0]["artifacts"]["plan_int8"]
     assert p8["precision"] == "int8" and p8["source_graph"] == "int8" and p8["build"]["strongly_typed"]

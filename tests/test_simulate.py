@@ -7,6 +7,7 @@ import torch
 from lenstrt.data.simulate import SimSpec, simulate, simulate_arrays
 from lenstrt.data.simulate import caustics_adapter as ca
 from lenstrt.data.simulate import photometry as ph
+from lenstrt.data.simulate.population import KINDS
 from lenstrt.data.simulate.presets import load_survey
 from lenstrt.io import sha256_file
 
@@ -20,10 +21,11 @@ def test_shards_have_schema_and_attributes(sim_dir):
         assert f.attrs["pixel_scale"] == 0.2 and f.attrs["seed"] == 7 and "e-" in f.attrs["units"]
         assert f["ids"][0].decode() == "lsst-gri-s7-000000048"
         kinds = set(np.asarray(f["kind"]).astype(str))
-        assert kinds <= {"lens", "galaxy", "companion"}
+        assert kinds <= set(KINDS)
         labels = f["labels"][:]
         assert set(np.asarray(f["kind"])[labels == 1].astype(str)) == {"lens"}
-        assert np.all(f["theta_e"][:][labels == 1] > 0) and np.all(f["arc_snr"][:][labels == 1] >= 15 - 1e-3)
+        theta, snr = f["theta_e"][:][labels == 1], f["arc_snr"][:][labels == 1]
+        assert np.all((theta >= 0.8) & (theta <= 2.2)) and np.all((snr >= 60 * 0.99) & (snr <= 2000 * 1.01))
 
 
 def test_same_seed_same_bytes_and_resume(tmp_path):
@@ -58,7 +60,7 @@ def test_sersic_total_flux_matches_numerical_integral():
 def test_photometry_is_physical():
     survey = load_survey("lsst-gri")
     rng = np.random.default_rng(1)
-    arrays = simulate_arrays(survey, 256, rng, lens_fraction=0.5, companion_fraction=0.0)
+    arrays = simulate_arrays(survey, 256, rng, lens_fraction=0.5, companion_fraction=0.0, simple=True)
     img, labels = arrays["images"], arrays["labels"]
     # lens galaxy flux in the image ~ its magnitude (PSF conserves flux; a little falls off the cutout)
     gal = labels == 0
@@ -71,12 +73,8 @@ def test_photometry_is_physical():
     lens = labels == 1
     src_gi = arrays["source_mags"][lens, 0] - arrays["source_mags"][lens, 2]
     assert np.median(src_gi) < 0.5
-    # the noise level far from the galaxy matches sky + read noise
-    corner = img[gal, 1, :6, :6]
-    band = survey.bands[1]
-    sigma = np.sqrt(ph.sky_counts(band, survey.pixel_scale) + ph.read_variance(band))
-    assert abs(corner.std() / sigma - 1) < 0.1
-    # lenses carry extra (arc) flux around the Einstein radius relative to plain galaxies: per lens, the g-band
+    # (the noise level itself: test_simulate_population.py::test_seeing_sky_and_depth_vary_per_cutout_and_band)
+    # lenses with bright arcs carry extra flux around the Einstein radius relative to plain galaxies: per lens, the g-band
     # surface brightness in rings at r / theta_E (normalised by the lens galaxy's own flux) minus the median of
     # the plain galaxies' in the same rings
     assert np.all(arrays["theta_e"][lens] > 0) and np.all(arrays["theta_e"][~lens] == 0)
@@ -88,10 +86,11 @@ def test_photometry_is_physical():
     def profile(rows, theta_e):
         return np.stack([g[rows][:, (r >= lo * theta_e) & (r < hi * theta_e)].mean(1) for lo, hi in rings], 1)
 
-    lens_idx, gal_idx = np.flatnonzero(lens), np.flatnonzero(gal)
+    lens_idx, gal_idx = np.flatnonzero(lens & (arrays["arc_snr"] > 100)), np.flatnonzero(gal)  # clearly visible arcs
+    assert len(lens_idx) > 30
     excess = np.array([profile([i], arrays["theta_e"][i])[0] - np.median(profile(gal_idx, arrays["theta_e"][i]), 0)
                        for i in lens_idx])
-    assert (excess[:, 0] > 0).mean() > 0.9                          # almost every lens is brighter at theta_E
+    assert (excess[:, 0] > 0).mean() > 0.75  # most are brighter at theta_E (galaxy sizes vary with theta_E too)
     assert np.median(excess[:, 0]) > 10 * abs(np.median(excess[:, 1]))  # and the extra light is there, not beyond
     # the same comparison between plain galaxies finds nothing: half above the median, half below
     control = np.array([profile([j], arrays["theta_e"][k])[0, 0] - np.median(profile(np.delete(gal_idx, n),
@@ -101,6 +100,7 @@ def test_photometry_is_physical():
 
 def test_euclid_single_band():
     survey = load_survey("euclid-vis")
-    arrays = simulate_arrays(survey, 8, np.random.default_rng(0))
-    assert arrays["images"].shape == (8, 1, 64, 64)
-    assert np.isfinite(arrays["images"]).all()
+    arrays = simulate_arrays(survey, 32, np.random.default_rng(0))
+    assert arrays["images"].shape == (32, 1, 64, 64) and arrays["psf_fwhm"].shape == (32, 1)
+    masked = (arrays["artefacts"] & 4) > 0
+    assert np.isfinite(arrays["images"][~masked]).all()

@@ -20,6 +20,9 @@ def test_float16_scale_is_a_power_of_two_that_fits(cutouts):
     assert enc.dtype == np.float16 and np.isfinite(enc).all()
     assert scale == 1.0 or (np.log2(scale) == int(np.log2(scale)) and np.abs(x).max() / scale <= 32768)
     assert encode_images(np.ones((1, 1, 2, 2), np.float32), "float16")[2] == 1.0
+    masked = np.array([[[[np.nan, 1e6], [3.0, -2e5]]]], np.float32)  # a masked pixel next to a bright star
+    enc, _, scale = encode_images(masked, "float16")
+    assert scale == 32.0 and np.isnan(enc[0, 0, 0, 0]) and enc[0, 0, 0, 1] * scale == 1e6
     with pytest.raises(ConfigError, match="storage 'bf16'"):
         encode_images(x, "bf16")
 

@@ -18,6 +18,15 @@ def int_list(value: str | None) -> list[int] | None:
         raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from exc
 
 
+def parse_mix(value: str) -> tuple[tuple[str, float], ...]:
+    """"companion=0.4,ring=0.2" -> (("companion", 0.4), ("ring", 0.2)); kinds are checked by the simulator."""
+    try:
+        pairs = [item.split("=") for item in value.split(",") if item.strip()]
+        return tuple((k.strip(), float(v)) for k, v in pairs)
+    except ValueError as exc:
+        raise click.BadParameter(f"expected KIND=WEIGHT,... (e.g. companion=0.4,galaxy=0.6), got {value!r}") from exc
+
+
 def backend_help(bench: bool = False) -> str:
     """The --backend(s) help, from the backend registry (one declaration per backend)."""
     from lenstrt.runtime.registry import CHOICES

@@ -29,7 +29,7 @@ def encode_images(images: np.ndarray, storage: str) -> tuple[np.ndarray, dict[st
     opts: dict[str, Any] = {}
     scale = 1.0
     if storage.startswith("float16"):
-        peak = float(np.max(np.abs(images))) if images.size else 0.0
+        peak = float(np.nanmax(np.abs(images), initial=0.0))  # masked (NaN) pixels must not hide the peak
         if np.isfinite(peak) and peak > FP16_MAX:
             scale = float(2.0 ** np.ceil(np.log2(peak / FP16_MAX)))
         images = (images / np.float32(scale)).astype(np.float16)

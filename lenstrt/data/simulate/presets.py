@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +26,47 @@ class Band:
         return self.exposure_time * self.n_exposures
 
 
+# Negative kinds and their default share of the non-lenses (docs/simulation.md says what each is).
+NEGATIVE_MIX = {"galaxy": 0.3, "companion": 0.3, "ring": 0.08, "spiral": 0.08, "merger": 0.08, "edgeon": 0.08,
+                "group": 0.08}
+
+
 @dataclass(frozen=True)
 class Population:
-    theta_e: tuple[float, float] = (0.8, 2.2)
-    lens_mag: tuple[float, float] = (18.0, 20.5)
+    theta_e: tuple[float, float] = (0.5, 3.5)       # Einstein radius, arcsec (log-uniform)
+    lens_mag: tuple[float, float] = (17.5, 21.0)    # lens galaxy at theta_E = 1", reference band
     lens_colors: dict[str, float] = field(default_factory=dict)
-    source_mag: tuple[float, float] = (21.0, 24.0)
-    source_colors: dict[str, float] = field(default_factory=dict)
-    companion_mag: tuple[float, float] = (21.0, 24.0)
+    source_mag: tuple[float, float] = (21.0, 24.0)  # companions and field galaxies only: a lensed source's
+    source_colors: dict[str, float] = field(default_factory=dict)  # magnitude follows from its arc S/N
+    companion_mag: tuple[float, float] = (20.5, 25.0)
     color_scatter: float = 0.1
-    min_arc_snr: float = 15.0
+    arc_snr: tuple[float, float] = (10.0, 1000.0)     # lensed arcs: S/N drawn log-uniform (docs/simulation.md)
+    min_arc_snr: float = 10.0                       # kept for presets that set only the floor
+    negative_mix: dict[str, float] = field(default_factory=lambda: dict(NEGATIVE_MIX))
+    lens_with_companions: float = 0.3               # share of lenses that also have companions
+
+
+@dataclass(frozen=True)
+class Nuisances:
+    """What varies from cutout to cutout and band to band (all off: `Nuisances.off()`)."""
+    seeing_scatter: float = 0.2        # lognormal sigma of the per-cutout seeing factor
+    band_seeing_scatter: float = 0.05  # extra per band
+    moffat_fraction: float = 0.5       # share of cutouts whose PSF is a Moffat (else Gaussian)
+    moffat_beta: tuple[float, float] = (2.5, 4.5)
+    psf_ellipticity: float = 0.08      # max |e| of the PSF
+    band_offset: float = 0.04          # arcsec, sigma of the astrometric offset of each band
+    sky_scatter: float = 0.3           # mag, sigma of the sky brightness per cutout and band
+    depth_scatter: float = 0.3         # lognormal sigma of the exposure time (coadd depth) per cutout and band
+    sky_residual: float = 0.5          # sigma of a constant left by sky subtraction, in units of the pixel noise
+    neighbours: float = 0.8            # mean number of field galaxies per cutout
+    stars: float = 0.3                 # mean number of stars per cutout
+    saturated: float = 0.05            # share of cutouts with a saturated star (spikes, bleed trail)
+    cosmic_rays: float = 0.05          # share of cutouts with cosmic-ray residuals in one band
+    masked: float = 0.03               # share of cutouts with a masked (NaN or zero) region
+
+    @classmethod
+    def off(cls) -> Nuisances:
+        return cls(**{f.name: 0.0 for f in fields(cls) if f.name != "moffat_beta"})
 
 
 @dataclass(frozen=True)
@@ -47,6 +78,7 @@ class Survey:
     population: Population
     reference_band: str
     supersample: int = 2
+    nuisances: Nuisances = field(default_factory=Nuisances)
 
     @property
     def band_names(self) -> list[str]:
@@ -83,6 +115,7 @@ def load_survey(name_or_path: str, image_size: int | None = None) -> Survey:
         bands = tuple(Band(**b) for b in raw["bands"])
         pop_raw = raw.get("population", {})
         pop = Population(**{k: tuple(v) if isinstance(v, list) else v for k, v in pop_raw.items()})
+        nui = Nuisances(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.get("nuisances", {}).items()})
         survey = Survey(
             name=raw["name"],
             pixel_scale=float(raw["pixel_scale"]),
@@ -91,9 +124,14 @@ def load_survey(name_or_path: str, image_size: int | None = None) -> Survey:
             population=pop,
             reference_band=raw.get("reference_band", bands[-1].name),
             supersample=int(raw.get("supersample", 2)),
+            nuisances=nui,
         )
     except (KeyError, TypeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: invalid survey preset ({exc}); compare with configs/surveys/lsst-gri.yaml") from exc
+    bad = set(pop.negative_mix) - set(NEGATIVE_MIX)
+    if bad or not sum(pop.negative_mix.values()) > 0:
+        raise ConfigError(f"{path}: negative_mix {pop.negative_mix}: kinds must be among {', '.join(NEGATIVE_MIX)} "
+                          "with a positive total")
     if survey.reference_band not in survey.band_names:
         raise ConfigError(f"{path}: reference_band '{survey.reference_band}' is not one of {survey.band_names}")
     return survey

@@ -1,0 +1,191 @@
+"""The survey population, nuisances and negatives of `lenstrt simulate` (docs/simulation.md): the arc S/N
+by hand, PSFs measured, every kind present and labelled, artefacts where the flags say."""
+
+from dataclasses import fields
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lenstrt.data.simulate import ARTEFACTS, negative_mix, profiles, simulate_arrays
+from lenstrt.data.simulate import photometry as ph
+from lenstrt.data.simulate import psf as psfmod
+from lenstrt.data.simulate.population import KINDS, LENS, NEGATIVES, Stars, sample
+from lenstrt.data.simulate.presets import load_survey
+from lenstrt.data.simulate.render import render
+from lenstrt.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def survey():
+    return load_survey("lsst-gri-survey")
+
+
+@pytest.fixture(scope="module")
+def arrays(survey):
+    return simulate_arrays(survey, 768, np.random.default_rng(3), lens_fraction=0.4)
+
+
+def test_arc_snr_by_hand():
+    # one cutout, two bands, 1x3 pixels; background variance 4 (sigma 2) in both bands
+    arc = torch.tensor([[[[1.0, 3.0, 5.0]], [[2.5, 0.0, 2.0]]]])
+    base = torch.tensor([[[[2.0, 1.0, 0.0]], [[0.0, 0.0, 0.0]]]])
+    bg = torch.tensor([[4.0, 4.0]])
+    # band 0: pixels 3 and 5 exceed sigma 2: flux 8, variance (1+3+4) + (0+5+4) = 17 -> 8/sqrt(17)
+    # band 1: only 2.5 exceeds 2 (2.0 does not): 2.5 / sqrt(2.5 + 4)
+    expected = np.sqrt(8**2 / 17 + 2.5**2 / 6.5)
+    assert ph.arc_snr(arc, base, bg).item() == pytest.approx(expected, rel=1e-6)
+    assert ph.arc_snr(torch.zeros_like(arc), base, bg).item() == 0.0  # no arc pixel above the noise
+
+
+def test_arcs_are_scaled_to_the_drawn_snr(survey):
+    rng = np.random.default_rng(0)
+    scene = sample(survey, np.full(48, LENS), rng)
+    r = render(scene, survey, rng)
+    assert np.allclose(r.arc_snr, scene.target_snr, rtol=0.02)
+    lo, hi = survey.population.arc_snr
+    assert scene.target_snr.min() >= lo and scene.target_snr.max() <= hi
+    # fainter arcs come from fainter sources: magnitude follows S/N, not a fixed window
+    order = np.argsort(scene.target_snr)
+    ref = survey.band_names.index(survey.reference_band)
+    assert np.nanmedian(r.src_mags[order[:16], ref]) > np.nanmedian(r.src_mags[order[-16:], ref]) + 1.0
+
+
+def test_every_kind_present_and_labelled(arrays):
+    kinds = arrays["kind"].astype(str)
+    assert set(kinds) == set(KINDS)
+    assert np.array_equal(arrays["labels"] == 1, kinds == "lens")
+    lens = kinds == "lens"
+    assert np.all((arrays["theta_e"][lens] >= 0.5) & (arrays["theta_e"][lens] <= 3.5))
+    assert np.all(arrays["theta_e"][~lens] == 0) and np.all(arrays["arc_snr"][~lens] == 0)
+    # the Einstein radii cover the range log-uniformly: each half (in log) holds about half the lenses
+    frac = (arrays["theta_e"][lens] < np.sqrt(0.5 * 3.5)).mean()
+    assert 0.35 < frac < 0.65
+
+
+def test_the_lens_galaxy_alone_does_not_give_the_label_away(arrays):
+    # elliptical centrals of lenses and of non-lenses come from one distribution of brightness
+    kinds = arrays["kind"].astype(str)
+    ell = np.isin(kinds, ["galaxy", "companion", "ring", "group"])
+    a, b = arrays["lens_mag"][kinds == "lens"], arrays["lens_mag"][ell]
+    assert abs(np.median(a) - np.median(b)) < 0.3
+
+
+def test_negative_mix(survey):
+    mix = negative_mix(survey)
+    assert set(mix) == set(NEGATIVES) and sum(mix.values()) == pytest.approx(1)
+    m = negative_mix(survey, companion_fraction=0.5)
+    assert m["companion"] == pytest.approx(0.5) and m["ring"] == pytest.approx(0.5 * mix["ring"] / (1 - mix["companion"]))
+    assert negative_mix(survey, (("ring", 1), ("galaxy", 3))) == {"ring": 0.25, "galaxy": 0.75}
+    with pytest.raises(ConfigError, match="lens"):
+        negative_mix(survey, (("lens", 1.0),))
+    kinds = simulate_arrays(survey, 64, np.random.default_rng(1), lens_fraction=0.0, mix=(("spiral", 1.0),))["kind"]
+    assert set(kinds.astype(str)) == {"spiral"}
+
+
+def _fwhm(k: np.ndarray) -> float:
+    """Full width at half maximum along the middle row, by linear interpolation (pixels)."""
+    row = k[k.shape[0] // 2] / k.max()
+    above = np.flatnonzero(row >= 0.5)
+    lo, hi = above[0], above[-1]
+    left = lo - (row[lo] - 0.5) / (row[lo] - row[lo - 1])
+    right = hi + (row[hi] - 0.5) / (row[hi] - row[hi + 1])
+    return right - left
+
+
+@pytest.mark.parametrize("beta", [0.0, 2.5, 4.0])
+def test_psf_kernels_have_the_asked_fwhm_and_offset(beta):
+    one = np.ones((1, 1))
+    k = psfmod.kernels(1.0 * one, beta * one, 0 * one, 0 * one, 0 * one, 0 * one, 0.1, 61)[0, 0].numpy()
+    assert k.sum() == pytest.approx(1, abs=1e-5)
+    assert _fwhm(k) == pytest.approx(10.0, rel=0.02)  # 1" at 0.1"/px
+    shifted = psfmod.kernels(one, beta * one, 0 * one, 0 * one, 0.05 * one, -0.1 * one, 0.1, 61)[0, 0].numpy()
+    c = np.arange(61) - 30
+    assert (shifted.sum(0) * c).sum() == pytest.approx(0.5, abs=0.05)    # +0.05" in x = +0.5 px (Moffat wings cut by the window: 0.05)
+    assert (shifted.sum(1) * c).sum() == pytest.approx(-1.0, abs=0.05)   # -0.1" in y
+    if beta:  # Moffat wings: more light far out than a Gaussian of the same FWHM
+        g = psfmod.kernels(one, 0 * one, 0 * one, 0 * one, 0 * one, 0 * one, 0.1, 61)[0, 0].numpy()
+        r = np.hypot(*np.meshgrid(c, c))
+        assert k[r > 15].sum() > 5 * g[r > 15].sum()
+
+
+def test_psf_ellipticity_keeps_area_and_stretches_along_its_angle():
+    one = np.ones((1, 1))
+    k = psfmod.kernels(one, 0 * one, 0.2 * one, 0 * one, 0 * one, 0 * one, 0.1, 61)[0, 0].numpy()
+    c = np.arange(61) - 30
+    var_x, var_y = (k.sum(0) * c**2).sum(), (k.sum(1) * c**2).sum()
+    assert var_x / var_y == pytest.approx(1.5**2, rel=0.02)  # axis ratio (1-e)/(1+e) = 2/3: stretched along x
+    r = psfmod.kernels(one, 0 * one, 0 * one, 0 * one, 0 * one, 0 * one, 0.1, 61)[0, 0].numpy()
+    var_r = (r.sum(0) * c**2).sum()
+    assert var_x * var_y == pytest.approx(var_r**2, rel=0.02)  # same area as the round PSF
+
+
+def test_fft_convolution_equals_direct_convolution():
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(2, 3, 20, 20, generator=g)
+    kern = torch.rand(2, 3, 7, 7, generator=g)
+    ours = psfmod.convolve(img, kern)
+    for b in range(2):
+        for c in range(3):
+            ref = F.conv2d(img[b, c][None, None], kern[b, c].flip(0, 1)[None, None], padding=3)[0, 0]
+            assert torch.allclose(ours[b, c], ref, atol=1e-4)
+
+
+def test_seeing_sky_and_depth_vary_per_cutout_and_band(survey, arrays):
+    fwhm = arrays["psf_fwhm"]
+    assert fwhm.std(axis=0).min() > 0.05 and np.abs(fwhm[:, 0] - fwhm[:, 1]).max() > 0.01
+    rng = np.random.default_rng(4)
+    scene = sample(survey, np.zeros(256, dtype=np.int8), rng)
+    scene.comps = []  # empty sky: only noise left
+    scene.stars = Stars(*(getattr(scene.stars, f.name)[:0] for f in fields(Stars)))
+    scene.obs.cosmic[:] = scene.obs.masked[:] = False
+    scene.obs.sky_residual[:] = 0
+    img = render(scene, survey, rng).images
+    measured = img.std(axis=(2, 3))
+    predicted = np.sqrt(ph.background(survey, scene.obs.sky_scale, scene.obs.depth))
+    assert np.allclose(measured / predicted, 1, atol=0.06)
+    assert np.all(predicted.std(0) / predicted.mean(0) > 0.1)  # the noise level itself varies per cutout and band
+
+
+def test_artefacts_are_where_the_flags_say(arrays):
+    flags, img = arrays["artefacts"], arrays["images"]
+    masked = (flags & ARTEFACTS["masked"]) > 0
+    assert masked.any() and (~masked).any()
+    holes = ~np.isfinite(img).all(axis=(1, 2, 3)) | (img == 0).reshape(len(img), -1).any(1)
+    assert holes[masked].all() and not holes[~masked].any()
+    sat = (flags & ARTEFACTS["saturated_star"]) > 0
+    assert sat.any()
+    for i in np.flatnonzero(sat)[:5]:  # a flat top: the brightest value repeats (core and bleed trail)
+        band = np.nan_to_num(img[i, 1], nan=-np.inf)
+        assert (band == band.max()).sum() >= 3
+
+
+def test_profiles_put_light_where_they_say():
+    c = torch.linspace(-4, 4, 161)
+    y, x = torch.meshgrid(c, c, indexing="ij")
+    one = lambda v: torch.tensor([[[float(v)]]])  # noqa: E731
+    ring = profiles.ring(x[None], y[None], one(0), one(0), one(1), one(0), one(2.0), one(0.2))[0]
+    r = torch.hypot(x, y)
+    assert ring[(r - 2).abs() < 0.1].mean() > 20 * ring[r < 1].mean()
+    tail = profiles.tail(x[None], y[None], one(0), one(0), one(2.0), one(0), one(np.pi / 2), one(0.2))[0]
+    theta = torch.atan2(y, x)
+    on = (r - 2).abs() < 0.2
+    assert tail[on & (theta > 0.2) & (theta < 1.3)].min() > 0 and tail[on & (theta < -0.2)].max() == 0
+    arms = profiles.spiral(x[None], y[None], one(0), one(0), one(1), one(0), one(1.5), one(2), one(0.4), one(0),
+                           one(4))[0]
+    ring_r = (r - 1.5).abs() < 0.05
+    assert arms[ring_r].max() > 3 * arms[ring_r].min()  # light concentrated in the arms
+
+
+def test_preview_shows_every_kind(tmp_path, monkeypatch):
+    from lenstrt import preview
+    from lenstrt.data.simulate import SimSpec, simulate
+
+    simulate(SimSpec(n=600, seed=5, shard_size=600, survey="lsst-gri-survey"), tmp_path / "s", progress=False)
+    seen = {}
+    monkeypatch.setattr(preview, "gallery", lambda imgs, titles, out, **kw: seen.update(titles=list(titles)) or out)
+    preview.write_gallery(tmp_path / "s", tmp_path / "g.png")
+    shown = {t.split(" ")[0].split(":")[0] for t in seen["titles"]}
+    assert shown == set(KINDS)
+    assert any("saturated star" in t for t in seen["titles"]) and any("masked" in t for t in seen["titles"])
