@@ -189,3 +189,14 @@ def test_preview_shows_every_kind(tmp_path, monkeypatch):
     shown = {t.split(" ")[0].split(":")[0] for t in seen["titles"]}
     assert shown == set(KINDS)
     assert any("saturated star" in t for t in seen["titles"]) and any("masked" in t for t in seen["titles"])
+
+
+def test_filled_arrays_have_no_masked_pixels_left(survey):
+    from dataclasses import replace
+
+    always_masked = replace(survey, nuisances=replace(survey.nuisances, masked=1.0))
+    raw = simulate_arrays(always_masked, 16, np.random.default_rng(2))
+    filled = simulate_arrays(always_masked, 16, np.random.default_rng(2), filled=True)
+    assert not np.isfinite(raw["images"]).all() and np.isfinite(filled["images"]).all()
+    keep = np.isfinite(raw["images"])
+    assert np.array_equal(raw["images"][keep], filled["images"][keep])  # only the masked pixels change

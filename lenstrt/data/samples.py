@@ -33,8 +33,5 @@ def sample_cutouts(data: list[str] | None, n: int, survey: str | None, bands: in
         rng = np.random.default_rng(seed)
         return (rng.normal(size=(n, bands, image_size, image_size)).astype(np.float32), None,
                 f"{n} Gaussian-noise cutouts (survey {survey!r} has no matching preset)")
-    from lenstrt.data.readers.base import sanitize
-
-    a = simulate_arrays(preset, n, np.random.default_rng([seed, n]))
-    images, _ = sanitize(a["images"], inplace=True)  # masked (NaN) pixels filled as every reader fills them
-    return images, a["labels"].astype(np.int64), f"{n} simulated {preset.name} cutouts (seed {seed})"
+    a = simulate_arrays(preset, n, np.random.default_rng([seed, n]), filled=True)
+    return a["images"], a["labels"].astype(np.int64), f"{n} simulated {preset.name} cutouts (seed {seed})"

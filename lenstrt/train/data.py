@@ -78,7 +78,6 @@ class SimulatedStream(IterableDataset):
         self.rank = rank
 
     def __iter__(self):
-        from lenstrt.data.readers.base import sanitize
         from lenstrt.data.simulate import simulate_arrays
         from lenstrt.data.simulate.presets import load_survey
 
@@ -88,9 +87,8 @@ class SimulatedStream(IterableDataset):
         rng = np.random.default_rng([self.seed, 1_000_003, wid] + ([self.rank] if self.rank else []))
         torch.set_num_threads(1)
         while True:
-            a = simulate_arrays(survey, self.bs, rng, self.frac)
-            images, _ = sanitize(a["images"], inplace=True)  # masked (NaN) pixels as a reader would fill them
-            yield torch.from_numpy(images), torch.from_numpy(a["labels"].astype(np.float32))
+            a = simulate_arrays(survey, self.bs, rng, self.frac, filled=True)
+            yield torch.from_numpy(a["images"]), torch.from_numpy(a["labels"].astype(np.float32))
 
 
 def augment(x: torch.Tensor, step: int, seed: int, part: tuple[int, int] = (0, 1)) -> torch.Tensor:

@@ -60,9 +60,10 @@ def draw_kinds(n: int, rng: np.random.Generator, lens_fraction: float, mix: dict
 
 def simulate_arrays(survey: Survey, n: int, rng: np.random.Generator, lens_fraction: float = 0.5,
                     companion_fraction: float | None = None, on_batch=None, mix=None,
-                    simple: bool = False) -> dict[str, np.ndarray]:
+                    simple: bool = False, filled: bool = False) -> dict[str, np.ndarray]:
     """n systems as the arrays of a shard (no ids). The core used by shards and on-the-fly training.
-    `simple`: one Sersic each, no nuisances (population.sample)."""
+    `simple`: one Sersic each, no nuisances (population.sample). `filled`: masked (NaN) pixels filled as
+    every reader fills them, for callers that feed a model directly; shards keep the NaN."""
     from lenstrt.data.simulate.render import render
 
     kinds = draw_kinds(n, rng, lens_fraction, negative_mix(survey, mix, companion_fraction))
@@ -88,7 +89,12 @@ def simulate_arrays(survey: Survey, n: int, rng: np.random.Generator, lens_fract
         })
         if on_batch is not None:
             on_batch(len(k))
-    return {key: np.concatenate([pt[key] for pt in parts]) for key in parts[0]}
+    out = {key: np.concatenate([pt[key] for pt in parts]) for key in parts[0]}
+    if filled:
+        from lenstrt.data.readers.base import sanitize
+
+        out["images"], _ = sanitize(out["images"], inplace=True)
+    return out
 
 
 ARTEFACTS = {"saturated_star": 1, "cosmic_ray": 2, "masked": 4, "moffat_psf": 8, "star": 16}

@@ -52,7 +52,7 @@ def _pool(profile: torch.Tensor, survey: Survey) -> torch.Tensor:
 
 def _unit(comp: Comp, x, y, survey: Survey) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled profile [m, H, W] and its total flux [m], both per unit amplitude."""
-    t = lambda a: _t(a)  # noqa: E731
+    t = _t
     sh = comp.shape
     if comp.profile == "sersic":
         prof = ca.sersic(x, y, t(comp.x), t(comp.y), t(comp.q), t(comp.phi), t(sh["n"]), t(comp.size))
