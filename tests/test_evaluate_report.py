@@ -23,6 +23,8 @@ def test_wilson_interval_by_hand():
     # 0/4: centre 0.5/5 = 0.1, half-width sqrt(0 + 1/4)/5 = 0.1; and the mirror image
     assert M.wilson_interval(0, 4) == pytest.approx((0.0, 0.2), abs=1e-12)
     assert M.wilson_interval(4, 4) == pytest.approx((0.8, 1.0), abs=1e-12)
+    # one trial is a stratum too: centre (1 + 1/2) / 2 = 0.75, half 1/2 sqrt(0 + 1/4) = 0.25
+    assert M.wilson_interval(1, 1) == pytest.approx((0.5, 1.0), abs=1e-12)
     # z=2, 1/2: centre (1 + 2)/(2 + 4) = 0.5, half-width 2/6 * sqrt(1/2 + 1) = 0.408248
     assert M.wilson_interval(1, 2, z=2.0) == pytest.approx((0.091752, 0.908248), abs=1e-6)
     assert all(math.isnan(x) for x in M.wilson_interval(0, 0))
