@@ -6,7 +6,7 @@ from lenstrt.errors import ConfigError
 from lenstrt.models import create_model, export_spec, list_models
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "vit_tiny"])
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small", "vit_tiny"])
 def test_scores_invariant_to_band_scale_and_sky(sim_dir, arch):
     from lenstrt.data.readers import load_all
 
@@ -25,7 +25,7 @@ def test_scores_invariant_to_band_scale_and_sky(sim_dir, arch):
 
 
 def test_registry_and_specs():
-    assert {"resnet18", "vit_b_16", "vit_small", "vit_tiny"} <= set(list_models())
+    assert {"resnet18", "mobilenet_v3_small", "mobilenet_v3_large", "vit_b_16", "vit_small", "vit_tiny"} <= set(list_models())
     assert export_spec("vit_small").fp32_ops and export_spec("resnet18").opset >= 18
     with pytest.raises(ConfigError, match="unknown architecture 'resnet99'"):
         create_model("resnet99", 3, 64)
@@ -37,6 +37,16 @@ def test_shapes_single_band_and_vit_b16():
     vit = create_model("vit_b_16", 1, 64).eval()
     out = vit(x)
     assert out.shape == (2, 1) and out.abs().sum() > 0  # head is not zero-initialised
+
+
+def test_mobilenet_takes_the_bands_and_gives_one_logit_after_dropout():
+    m = create_model("mobilenet_v3_small", 5, 64, dropout=0.3)
+    assert m.backbone.features[0][0].in_channels == 5
+    head = m.backbone.classifier
+    assert head[-2].p == 0.3 and head[-1].out_features == 1
+    m.eval()
+    out = m(torch.randn(3, 5, 64, 64))
+    assert out.shape == (3, 1) and torch.isfinite(out).all()
 
 
 def test_vit_grad_checkpointing_matches():

@@ -9,7 +9,7 @@ from lenstrt.errors import ConfigError
 
 _REGISTRY: dict[str, Callable[..., Any]] = {}
 _SPECS: dict[str, ExportSpec] = {}
-_FAMILIES = ("lenstrt.models.resnet", "lenstrt.models.vit")
+_FAMILIES = ("lenstrt.models.resnet", "lenstrt.models.mobilenet", "lenstrt.models.vit")
 
 
 @dataclass(frozen=True)

@@ -213,7 +213,7 @@ class Trainer:
         if arch.startswith("vit") and cfg.grad_checkpointing:
             arch_kwargs["grad_checkpointing"] = True
         model = create_model(arch, len(train.bands), train.image_size, **arch_kwargs).to(dev)
-        channels_last = cfg.channels_last and arch.startswith("resnet")
+        channels_last = cfg.channels_last and arch.startswith(("resnet", "mobilenet"))
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

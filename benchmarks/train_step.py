@@ -1,0 +1,78 @@
+"""Seconds per training step of each registered architecture on this machine (forward, backward, AdamW
+step; fp32, channels-last for the CNNs, random data). On a CPU the budget in steps, not the network's
+capacity, limits what twenty minutes learn (docs/training.md, "The quality bar"), so this table picks
+the CPU recipe's model.
+
+    python benchmarks/train_step.py [--arch resnet18 --arch mobilenet_v3_small ...] [--batch 64]
+
+Figures are this run's medians; compare ratios within one run (the machine is shared and noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+
+def step_seconds(arch: str, batch: int, size: int, bands: int, steps: int, warmup: int, **kwargs) -> float:
+    import torch
+
+    from lenstrt.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(arch, bands, size, dropout=0.1, **kwargs)
+    cnn = not arch.startswith("vit")
+    if cnn:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randn(batch, bands, size, size)
+    if cnn:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 2, (batch, 1)).float()
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--arch",
+        action="append",
+        help="repeatable [resnet18 (both stems), mobilenet_v3_small, mobilenet_v3_large, vit_small]",
+    )
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--bands", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    args = ap.parse_args(argv)
+    import torch
+
+    rows = [
+        (a, {}) for a in (args.arch or ["resnet18", "mobilenet_v3_small", "mobilenet_v3_large", "vit_small"])
+    ]
+    if not args.arch:
+        rows.insert(1, ("resnet18", {"keep_stem_resolution": False}))
+    print(
+        f"batch {args.batch}, {args.bands}x{args.size}x{args.size}, fp32, {torch.get_num_threads()} threads\n"
+    )
+    print("| arch | s / step | img / s | speed vs the first row |\n|---|---|---|---|")
+    ref = None
+    for arch, kw in rows:
+        s = step_seconds(arch, args.batch, args.size, args.bands, args.steps, args.warmup, **kw)
+        ref = ref or s
+        name = arch + (" (max-pool kept)" if kw else "")
+        print(f"| {name} | {s:.3f} | {args.batch / s:.0f} | {ref / s:.1f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
