@@ -18,11 +18,11 @@ import time
 def step_seconds(arch: str, batch: int, size: int, bands: int, steps: int, warmup: int, **kwargs) -> float:
     import torch
 
-    from lenstrt.models import create_model
+    from lenstrt.models import create_model, prefers_channels_last
 
     torch.manual_seed(0)
     model = create_model(arch, bands, size, dropout=0.1, **kwargs)
-    cnn = not arch.startswith("vit")
+    cnn = prefers_channels_last(arch)
     if cnn:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)

@@ -28,14 +28,14 @@ def _adapt(m: nn.Module, in_bands: int, dropout: float) -> nn.Module:
     return m
 
 
-@register_model("mobilenet_v3_small", ExportSpec())
+@register_model("mobilenet_v3_small", ExportSpec(), channels_last=True)
 def mobilenet_v3_small(in_bands: int, image_size: int, dropout: float = 0.0):
     from torchvision.models import mobilenet_v3_small as tv
 
     return _adapt(tv(weights=None), in_bands, dropout)
 
 
-@register_model("mobilenet_v3_large", ExportSpec())
+@register_model("mobilenet_v3_large", ExportSpec(), channels_last=True)
 def mobilenet_v3_large(in_bands: int, image_size: int, dropout: float = 0.0):
     from torchvision.models import mobilenet_v3_large as tv
 

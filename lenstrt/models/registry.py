@@ -9,6 +9,7 @@ from lenstrt.errors import ConfigError
 
 _REGISTRY: dict[str, Callable[..., Any]] = {}
 _SPECS: dict[str, ExportSpec] = {}
+_CHANNELS_LAST: set[str] = set()
 _FAMILIES = ("lenstrt.models.resnet", "lenstrt.models.mobilenet", "lenstrt.models.vit")
 
 
@@ -32,10 +33,14 @@ class ExportSpec:
     int8_float_ops: tuple[str, ...] = ()  # ONNX op types kept in float in the INT8 graph (beyond the defaults)
 
 
-def register_model(name: str, spec: ExportSpec | None = None):
+def register_model(name: str, spec: ExportSpec | None = None, channels_last: bool = False):
+    """`channels_last`: a CNN whose convolutions run faster in NHWC (oneDNN, cuDNN); training and the torch
+    runtime then keep its weights and inputs in that layout."""
     def deco(fn):
         _REGISTRY[name] = fn
         _SPECS[name] = spec or ExportSpec()
+        if channels_last:
+            _CHANNELS_LAST.add(name)
         return fn
     return deco
 
@@ -48,6 +53,11 @@ def _load() -> None:
 def list_models() -> list[str]:
     _load()
     return sorted(_REGISTRY)
+
+
+def prefers_channels_last(name: str) -> bool:
+    _load()
+    return name in _CHANNELS_LAST
 
 
 def export_spec(name: str) -> ExportSpec:

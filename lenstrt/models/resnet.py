@@ -8,7 +8,7 @@ from torchvision.models import resnet18 as tv_resnet18
 from lenstrt.models.registry import ExportSpec, register_model
 
 
-@register_model("resnet18", ExportSpec())
+@register_model("resnet18", ExportSpec(), channels_last=True)
 def resnet18(in_bands: int, image_size: int, dropout: float = 0.0, keep_stem_resolution: bool | None = None):
     """keep_stem_resolution (default: on for cutouts <= 96 px) drops the stem's max-pool, so a 64 px
     cutout reaches the last stage at 4x4 rather than 2x2. The 7x7/2 stem conv stays: a 3x3/1 stem

@@ -197,7 +197,7 @@ class Trainer:
                      _stop_at_step: int | None = None) -> dict[str, Any]:
         import torch
 
-        from lenstrt.models import create_model
+        from lenstrt.models import create_model, prefers_channels_last
         from lenstrt.progress import progress_bar
         from lenstrt.train.data import InMemoryCutouts, ResumableBatches, SimulatedStream, collate_batched
         from lenstrt.train.distributed import broadcast, gather
@@ -213,7 +213,7 @@ class Trainer:
         if arch.startswith("vit") and cfg.grad_checkpointing:
             arch_kwargs["grad_checkpointing"] = True
         model = create_model(arch, len(train.bands), train.image_size, **arch_kwargs).to(dev)
-        channels_last = cfg.channels_last and arch.startswith(("resnet", "mobilenet"))
+        channels_last = cfg.channels_last and prefers_channels_last(arch)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
