@@ -58,20 +58,22 @@ WHY_NEEDED = {"pyarrow": "serve writes catalog parts with pyarrow, Parquet and C
 GPU_PLAN: dict[str, Any] = {
     "device": "cuda", "bands": 3, "image": 64, "members": 3,
     "train_batch": 256, "train_seconds": 18.0, "train_warmup_steps": 5, "vit_seconds": 6.0,
-    "serve_rows": 16384, "warm_rows": 1024, "serve_batch": 256, "serve_reps": 2,
-    "bench_batches": [1, 64, 256], "bench_modes": ["members", "separate", "concurrent"],
-    "bench_warmup_ms": 300.0, "bench_duration_s": 1.0, "bench_config_timeout_s": 90.0, "bench_config_est_s": 8.0,
-    "bench_max_windows": 6,
+    # serve reads the 16,384 cutouts 4 times (hard links): 16,384 streamed in ~0.5 s on the first H200 run
+    "serve_rows": 16384, "serve_copies": 4, "warm_rows": 1024, "serve_batch": 256, "serve_reps": 2,
+    "bench_batches": [1, 256], "bench_modes": ["members", "separate", "concurrent"],
+    # ~14 s a configuration on an H200 with 6 windows (process start, CUDA context, load, 300 ms warm-up): 4
+    "bench_warmup_ms": 300.0, "bench_duration_s": 1.0, "bench_config_timeout_s": 90.0, "bench_config_est_s": 11.0,
+    "bench_max_windows": 4,
     "n_agree": 256, "export_batch": [1, 256, 512], "pytest_targets": [],
     "budget_s": 450.0,
-    "caps": {"env": 90, "pytest": 100, "train": 110, "prepare": 90, "serve": 70, "bench": 220},
+    "caps": {"env": 90, "pytest": 100, "train": 140, "prepare": 90, "serve": 70, "bench": 220},
     "min_s": {"pytest": 20, "train": 30, "prepare": 15, "serve": 20, "bench": 40},
 }
 # Dry run: every step on the CPU at tiny sizes; the figures test the flow, they measure nothing.
 DRY_PLAN: dict[str, Any] = {
     **GPU_PLAN, "device": "cpu", "image": 32, "members": 2,
     "train_batch": 8, "train_seconds": 0.5, "train_warmup_steps": 1, "vit_seconds": 0.3,
-    "serve_rows": 256, "warm_rows": 32, "serve_batch": 64, "serve_reps": 1,
+    "serve_rows": 256, "serve_copies": 2, "warm_rows": 32, "serve_batch": 64, "serve_reps": 1,
     "bench_batches": [8], "bench_warmup_ms": 10.0, "bench_duration_s": 0.1, "bench_config_timeout_s": 60.0,
     "bench_config_est_s": 12.0, "bench_max_windows": 3, "n_agree": 32, "export_batch": [1, 16, 64], "pytest_targets": ["tests/test_gpu.py"],
     "budget_s": 300.0,
@@ -179,6 +181,10 @@ def step_env(ctx: Ctx) -> None:
         p = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                            timeout=10)
         commit = p.stdout.strip() or None
+        st = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                            capture_output=True, text=True, timeout=10)
+        if commit and st.returncode == 0 and st.stdout.strip():
+            commit += " + uncommitted changes"  # figures from a working tree, not from that commit alone
     d.update(python=sys.version.split()[0], executable=sys.executable, platform=platform.platform(), cpu=cpu,
              cpu_cores=os.cpu_count(), repo=str(ROOT), git_commit=commit)
     d["modules"] = {}
@@ -211,10 +217,13 @@ def step_env(ctx: Ctx) -> None:
 
 def step_pytest(ctx: Ctx) -> None:
     p = ctx.plan
+    junit = ctx.work / "pytest-junit.xml"
     cmd = [sys.executable, "-m", "pytest", "-m", "gpu or trt", "-q", "-p", "no:cacheprovider",
            "--continue-on-collection-errors", *p["pytest_targets"]]
     d = ctx.out["data"]
     d["command"] = " ".join(["python", *cmd[1:3], '-m "gpu or trt"', *cmd[5:]])
+    # the summary lines are cut to the terminal's width: the messages come from the JUnit XML, whole
+    cmd.append(f"--junitxml={junit}")
     missing = [m for m in ("caustics", "h5py", "onnx", "onnxscript", "onnxruntime", "pyarrow")
                if not ctx.importable(m)]
     if missing:
@@ -238,10 +247,32 @@ def step_pytest(ctx: Ctx) -> None:
                                                        d["summary"])}
     d["failures"] = [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))][:30]
     d["skip_reasons"] = [ln for ln in lines if ln.startswith("SKIPPED")][:30]
+    d["problems"] = junit_problems(junit)
     d["tail"] = lines[-15:]
     ctx.save()
     if rc is None:
         raise TimeoutError(f"pytest ran past its budget ({d['seconds']} s)")
+
+
+def junit_problems(path: Path, limit: int = 30) -> list[dict[str, str]]:
+    """Failed and errored tests from pytest's JUnit XML: the test, the exception's message (whole, where the
+    terminal summary cuts it) and the last lines of its traceback, which name the file and line."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return []
+    out = []
+    for case in root.iter("testcase"):
+        for el in case:
+            if el.tag not in ("failure", "error"):
+                continue
+            where = ".".join(x for x in (case.get("classname"), case.get("name")) if x)
+            text = [ln for ln in (el.text or "").splitlines() if ln.strip()]
+            out.append({"test": where, "kind": el.tag, "message": (el.get("message") or "")[:1500],
+                        "traceback_tail": "\n".join(text[-12:])[-2500:]})
+    return out[:limit]
 
 
 def _sync(dev: str) -> None:
@@ -257,7 +288,7 @@ def _train_rate(arch: str, label: str, dtype, seconds: float, p: dict[str, Any])
     import torch
 
     from lenstrt.config import TrainingConfig
-    from lenstrt.models import create_model
+    from lenstrt.models import create_model, prefers_channels_last
     from lenstrt.train.trainer import forward_loss, optimizer_step
 
     cfg, dev, bs = TrainingConfig(), p["device"], p["train_batch"]
@@ -267,7 +298,7 @@ def _train_rate(arch: str, label: str, dtype, seconds: float, p: dict[str, Any])
     if arch.startswith("resnet"):
         kw["keep_stem_resolution"] = cfg.keep_stem_resolution
     model = create_model(arch, p["bands"], p["image"], **kw).to(dev)
-    channels_last = cfg.channels_last and arch.startswith("resnet")
+    channels_last = cfg.channels_last and prefers_channels_last(arch)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
@@ -323,7 +354,9 @@ def step_train(ctx: Ctx) -> None:
         ctx.skip("train bf16 autocast", "this GPU does not support bf16 (torch.cuda.is_bf16_supported() is False)")
         variants = variants[:2]
     overhead = 6.0 if p["device"] == "cuda" else 3.0  # model build + warm-up steps, per variant
-    for arch, secs in (("resnet18", p["train_seconds"]), ("vit_small", p["vit_seconds"])):
+    # mobilenet_v3_small: the cheap CNN of the cross-simulator recipes (docs/training.md, "The quality bar")
+    for arch, secs in (("resnet18", p["train_seconds"]), ("mobilenet_v3_small", p["vit_seconds"]),
+                       ("vit_small", p["vit_seconds"])):
         need = len(variants) * (secs + overhead)
         if arch != "resnet18" and ctx.left() < need:
             ctx.skip(f"train {arch}", f"time budget: needs ~{need:.0f} s, {ctx.left():.0f} s left in the step")
@@ -529,8 +562,14 @@ def step_serve(ctx: Ctx) -> None:
         import pyarrow.parquet  # noqa: F401
     except ImportError:
         fmt = "csv"
-    d.update(rows=p["serve_rows"], batch=p["serve_batch"], format=fmt, members=len(prep["checkpoints"]),
-             bundle_kind=prep["bundle"]["kind"], runs=[])
+    inputs = [npy]
+    for k in range(1, int(p.get("serve_copies", 1))):  # the same bytes under other names: no disk, no copy
+        link = Path(npy).with_name(f"cutouts-{k}.npy")
+        if not link.exists():
+            os.link(npy, link)
+        inputs.append(str(link))
+    d.update(rows=p["serve_rows"] * len(inputs), batch=p["serve_batch"], format=fmt, members=len(prep["checkpoints"]),
+             bundle_kind=prep["bundle"]["kind"], runs=[], files=len(inputs))
     backends = ["torch"] + _bundle_backends(ctx, "serve")
     est = None
     for b in backends:
@@ -551,7 +590,7 @@ def step_serve(ctx: Ctx) -> None:
                     continue
                 logs: list[str] = []
                 t0 = time.perf_counter()
-                s = serve(bundle, [npy], out, ServeOptions(backend=b, batch_size=p["serve_batch"], fmt=fmt,
+                s = serve(bundle, inputs, out, ServeOptions(backend=b, batch_size=p["serve_batch"], fmt=fmt,
                                                            concurrency=conc, resume=False, readers=readers),
                           progress=False, log=logs.append)
                 est = time.perf_counter() - t0
@@ -577,6 +616,8 @@ def step_bench(ctx: Ctx) -> None:
     prep = ctx.result("prepare")["data"]
     bundle, npy = prep["bundle"]["path"], prep["cutouts"]
     members = len(prep["checkpoints"])
+    # bench's `torch` is fp32 on every device (the reference; registry bench_options amp=False); torch-amp is
+    # fp16 autocast on CUDA, timed last and without the members rows (the torch call has them)
     backends = ["torch"] + _bundle_backends(ctx, "bench") + ["torch-amp"]
     d.update(batch_sizes=p["bench_batches"], modes=p["bench_modes"], warmup_ms=p["bench_warmup_ms"],
              duration_s=p["bench_duration_s"], members=members, bundle_kind=prep["bundle"]["kind"], data=npy,
@@ -587,24 +628,33 @@ def step_bench(ctx: Ctx) -> None:
         ctx.log(line.strip())
         ctx.save()
 
+    def on_row(row: dict[str, Any]) -> None:  # saved at once (without agreement), replaced when the call returns
+        first = not any(r.get("call") == b for r in d["rows"] if r.get("partial"))
+        if first and b != "torch" and any(r.get("reference") for r in d["rows"]):
+            return  # run_bench's first row is the reference configuration, already timed by the torch call
+        d["rows"].append({**row, "partial": True, "call": b, "reference": first})
+        ctx.save()
+
     per_cfg = float(p["bench_config_est_s"])
-    per_combo = sum(members if m == "members" else 1 for m in p["bench_modes"] if m != "concurrent" or members > 1)
     for b in backends:
-        n_cfg = len(p["bench_batches"]) * per_combo + 1
+        modes = [m for m in p["bench_modes"] if b != "torch-amp" or m != "members"] or p["bench_modes"]
+        combos = sum(members if m == "members" else 1 for m in modes if m != "concurrent" or members > 1)
+        n_cfg = len(p["bench_batches"]) * combos + 1
         need = n_cfg * per_cfg
         if ctx.left() < need:
             ctx.skip(f"bench {b}", f"time budget: ~{need:.0f} s for {n_cfg} configurations, {ctx.left():.0f} s left")
             continue
-        spec = BenchSpec(backends=(b,), batch_sizes=tuple(p["bench_batches"]), ensemble=tuple(p["bench_modes"]),
+        spec = BenchSpec(backends=(b,), batch_sizes=tuple(p["bench_batches"]), ensemble=tuple(modes),
                          warmup_ms=p["bench_warmup_ms"], duration_s=p["bench_duration_s"], n_agree=p["n_agree"],
                          # the stable bench may time up to max_windows windows per configuration: capped
                          # here so a noisy row cannot spend the step's budget (its spread is reported)
                          max_windows=int(p["bench_max_windows"]),
                          timeout_s=max(10.0, min(p["bench_config_timeout_s"], ctx.left() - 5)))
         t0 = time.perf_counter()
-        rep = run_bench(bundle, spec, data=[npy], progress=progress)
+        rep = run_bench(bundle, spec, data=[npy], progress=progress, on_row=on_row)
         el = time.perf_counter() - t0
         rows = rep["rows"]
+        d["rows"] = [r for r in d["rows"] if not (r.get("partial") and r.get("call") == b)]
         per_cfg = max(per_cfg * 0.5, el / max(1, len(rows)))
         have_ref = any(r.get("reference") for r in d["rows"])
         for i, r in enumerate(rows):
@@ -681,6 +731,8 @@ def _md_pytest(d: dict[str, Any]) -> list[str]:
            f"**{d.get('summary')}**"]
     if d.get("failures"):
         out += ["", "Failures and errors:", ""] + [f"- `{x}`" for x in d["failures"]]
+    for pr in d.get("problems", []):
+        out += ["", f"**{pr['kind']}: `{pr['test']}`**", "", "```", pr["message"], "", pr["traceback_tail"], "```"]
     if d.get("skip_reasons"):
         out += ["", "Skip reasons (pytest -ra):", ""] + [f"- `{x}`" for x in d["skip_reasons"][:10]]
     return out
@@ -714,7 +766,8 @@ def _md_serve(d: dict[str, Any]) -> list[str]:
     rows = [[r["backend"], r["concurrency"], r.get("readers", 1), r["rep"], _f(r.get("end_to_end_img_s")), _f(r.get("inference_img_s")),
              _f(r.get("pipeline_efficiency"), "{:.3f}"), _f(r.get("streaming_s"), "{:.2f}"), _f(r.get("amp"), "{}"),
              ",".join(x.replace("ExecutionProvider", "") for x in r.get("providers", [])) or "-"] for r in runs]
-    out = [f"{d.get('members')} resnet18 members (random init), {d.get('rows'):,} cutouts from one .npy, batch "
+    out = [f"{d.get('members')} resnet18 members (random init), {d.get('rows'):,} cutouts ("
+           f"{d.get('files', 1)} hard links to one .npy), batch "
            f"{d.get('batch')}, {d.get('format')} catalog, bundle: {d.get('bundle_kind')}; `serve()` end to end "
            "(reader thread, ensemble, writer thread), after one warm-up serve of a small file.", ""]
     out += _table(["backend", "concurrency", "readers", "rep", "end-to-end img/s", "inference img/s", "efficiency", "streaming s",
@@ -750,7 +803,8 @@ def _md_bench(d: dict[str, Any]) -> list[str]:
         lat, gpu, a = r.get("latency", {}), r.get("gpu") or {}, r.get("agreement") or {}
         sp = r.get("gpu_time_split")
         split = "{h2d_share:.0%}/{compute_share:.0%}/{d2h_share:.0%}".format(**sp) if sp else "-"
-        rows.append([r["label"] + (" (reference)" if r.get("reference") else ""), amp, _f(r.get("images_per_s")),
+        label = r["label"] + (" (reference)" if r.get("reference") else "") + (" *" if r.get("partial") else "")
+        rows.append([label, amp, _f(r.get("images_per_s")),
                      _f(lat.get("p50_ms"), "{:.2f}"), _f(lat.get("p99_ms"), "{:.2f}"),
                      _f(gpu.get("gpu_mem_peak_gib"), "{:.2f}"), _f(gpu.get("gpu_util_mean_pct"), "{:.0f}"), split,
                      _f(a.get("max_abs_prob_diff"), "{:.1e}"), _f(r.get("load_s"), "{:.1f}")])
@@ -760,20 +814,21 @@ def _md_bench(d: dict[str, Any]) -> list[str]:
            f"bundle: {d.get('bundle_kind')}. max |Δp| is against the reference row (torch, separate, b64).", ""]
     out += _table(["configuration", "amp", "img/s", "p50 ms", "p99 ms", "GPU mem GiB", "GPU util %",
                    "H2D/compute/D2H", "max |Δp|", "load s"], rows)
+    if any(r.get("partial") for r in d.get("rows", [])):
+        out += ["", "\\* timed, but its run_bench call did not return before the step stopped: no agreement figure."]
     if d.get("ratios"):
         out += ["", "Speed-ups (run_bench's ratios: vs torch at the same mode and batch; concurrent vs separate):", ""]
         out += _table(["configuration", "vs", "x"], [[q["label"], q["vs"], _f(q["speedup"], "{:.2f}")]
                                                       for q in d["ratios"]])
     done = {r.get("label") for r in d.get("rows", [])}
-    live = [ln for ln in d.get("live", []) if not any(f" {lab} " in f"{ln} " for lab in done)]
+    returned = {c.get("backend") for c in d.get("calls", [])}
+    live = [ln for ln in d.get("live", []) if ln.split(" call:")[0] not in returned
+            and not any(f" {lab} " in f"{ln} " for lab in done)]
     if live:
-        out += ["", "Rows finished before the step stopped, from run_bench's progress lines (their call did not "
-                "return, so only these figures exist):", ""] + [f"- `{ln}`" for ln in live]
-    amps = {(r.get("backend"), x.get("amp")) for r in d.get("rows", []) if r.get("ok")
-            for x in ((r.get("ensemble_info") or {}).get("runners") or [])}
-    if ("torch", "float16") in amps:
-        out += ["", "Note: on CUDA the torch runner autocasts to fp16 unless told `amp=False` (its default), so the "
-                "`torch` rows here are fp16 like `torch-amp`; bench has no fp32-on-GPU torch backend."]
+        out += ["", "Progress lines of the run_bench calls that did not return before the step stopped:", ""]
+        out += [f"- `{ln}`" for ln in live]
+    out += ["", "`torch` rows are fp32 (bench's reference, TF32 as torch defaults it); `torch-amp` rows autocast "
+            "(fp16 on CUDA, bf16 on a CPU), as `lenstrt serve` does on CUDA by default."]
     return out
 
 

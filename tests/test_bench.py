@@ -72,8 +72,13 @@ def test_tiny_real_run_and_report(bundle_dir, tmp_path):
     # n_agree > 100: with fewer rows top100_overlap compares every row with every row and is always 1.0
     spec = BenchSpec(backends=("torch", "ort"), batch_sizes=(1, 4), ensemble=("separate", "fused"), warmup_ms=10,
                      duration_s=0.3, n_agree=128, price_per_hour=1.0)
-    rep = run_bench(bundle_dir, spec, progress=lambda *a: None)
+    seen: list[dict] = []
+    rep = run_bench(bundle_dir, spec, progress=lambda *a: None, on_row=seen.append)
     assert rep["schema"] == "lenstrt-bench/2" and rep["env"]["cpu_cores"] >= 1
+    # each row handed over as its group finished (what a caller stopped mid-run keeps): every row, no scores
+    assert sorted(r["label"] for r in seen) == sorted(r["label"] for r in rep["rows"])
+    assert seen[0]["label"] == rep["rows"][0]["label"] and not any("scores" in r for r in seen)
+    assert {r["label"]: r["images_per_s"] for r in seen} == {r["label"]: r["images_per_s"] for r in rep["rows"]}
     ok = [r for r in rep["rows"] if r["ok"]]
     # the reference (torch separate b64), torch separate b1/b4, ort separate and fused b1/b4
     assert len(ok) == len(rep["rows"]) == 1 + 2 + 4

@@ -182,3 +182,38 @@ def test_a_mobilenet_member_exports_and_passes_the_fp32_and_fp16_gates(sim_dir, 
     assert set(mem.entry["artifacts"]) == {"onnx", "onnx_fp16"}
     a = mem.entry["agreement"]
     assert a["fp32"]["max_abs_logit_diff"] <= 1e-4 + 1e-5 * a["fp32"]["max_abs_ref_logit"]
+
+
+def _cast_graph(second_to: int):
+    """x -> Cast(fp16) -> v; v feeds two Sigmoids through Casts that both write 'v_cast_to_fp32', the way
+    onnxruntime's converter before 1.31 wrote them (seen on the first GPU machine, onnxruntime 1.30)."""
+    from onnx import TensorProto, helper
+
+    n = [helper.make_node("Cast", ["x"], ["v"], to=TensorProto.FLOAT16, name="c0"),
+         helper.make_node("Cast", ["v"], ["v_cast_to_fp32"], to=TensorProto.FLOAT, name="c1"),
+         helper.make_node("Sigmoid", ["v_cast_to_fp32"], ["a"], name="s1"),
+         helper.make_node("Cast", ["v"], ["v_cast_to_fp32"], to=second_to, name="c2"),
+         helper.make_node("Sigmoid", ["v_cast_to_fp32"], ["b"], name="s2")]
+    io = [helper.make_tensor_value_info(k, TensorProto.FLOAT, [2]) for k in ("x", "a", "b")]
+    return helper.make_graph(n, "g", [io[0]], io[1:])
+
+
+def test_repeated_fp32_casts_from_an_old_converter_are_dropped():
+    import onnxruntime as ort
+
+    from lenstrt.export.fp16 import _drop_repeated_casts
+
+    g = _cast_graph(onnx.TensorProto.FLOAT)
+    with pytest.raises(onnx.checker.ValidationError, match="SSA"):
+        onnx.checker.check_model(onnx.helper.make_model(g), full_check=True)
+    _drop_repeated_casts(g, "m.onnx")
+    assert [n.name for n in g.node] == ["c0", "c1", "s1", "s2"]
+    m = onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", 18)])
+    onnx.checker.check_model(m, full_check=True)
+    x = np.array([0.0, 2.0], np.float32)
+    a, b = ort.InferenceSession(m.SerializeToString()).run(None, {"x": x})
+    np.testing.assert_allclose(a, b)
+    np.testing.assert_allclose(a, 1 / (1 + np.exp(-x)), atol=1e-3)
+    # a repeated output that is not the same cast is not ours to guess at
+    with pytest.raises(ExportError, match="m.onnx: fp16 conversion wrote 'v_cast_to_fp32' twice.*upgrade onnxruntime"):
+        _drop_repeated_casts(_cast_graph(onnx.TensorProto.DOUBLE), "m.onnx")

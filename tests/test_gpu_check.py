@@ -128,9 +128,39 @@ def test_full_dry_run_measures_every_step(tmp_path):
     serve = st["serve"]["data"]["runs"]
     assert {r["concurrency"] for r in serve} == {"streams", "sequential"}
     assert {r["readers"] for r in serve} == {1, 2}  # the reader processes' batch buffers (pinned on a GPU)
-    assert all(r["catalog_rows"] == 256 for r in serve)
+    plan = rep["plan"]  # the cutouts served through hard links, so more rows than bytes on disk
+    assert all(r["catalog_rows"] == plan["serve_rows"] * plan["serve_copies"] == 512 for r in serve)
+    assert all(0 < r["pipeline_efficiency"] <= 1.05 for r in serve)  # busy time: overlaps counted once
     rows = st["bench"]["data"]["rows"]
     assert {r["backend"] for r in rows} == {"torch", "torch-amp"} and all(r["ok"] for r in rows)
+    assert not any(r.get("partial") for r in rows)  # every call returned: its final rows replaced the live ones
+    assert sum(r.get("reference", False) for r in rows) == 1
     assert {r["ensemble"] for r in rows} >= {"member", "separate", "concurrent"}
     whats = " ".join(x["what"] + ": " + x["why"] for x in rep["skipped"])
     assert "onnxruntime-gpu not installed" in whats and "TensorRT not installed" in whats
+
+
+def test_pytest_step_keeps_whole_error_messages(tmp_path):
+    """The first GPU run's report cut each error to the terminal's width ('lenstrt.errors....'): the step
+    now reads pytest's JUnit XML, which keeps the message and the traceback's last lines."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check_driver", DRIVER)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    long = "x" * 300
+    (tmp_path / "test_boom.py").write_text(
+        "import pytest\n"
+        f"@pytest.fixture\ndef broken():\n    raise RuntimeError('fixture failed: {long}')\n"
+        "def test_a(broken):\n    pass\n"
+        "def test_b():\n    assert 1 == 2, 'plainly wrong'\n"
+        "def test_c():\n    pass\n")
+    xml = tmp_path / "j.xml"
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path / "test_boom.py"),
+                    f"--junitxml={xml}"], capture_output=True, timeout=120, cwd=tmp_path)
+    probs = {p["test"].rsplit(".", 1)[-1]: p for p in mod.junit_problems(xml)}
+    assert set(probs) == {"test_a", "test_b"}
+    assert probs["test_a"]["kind"] == "error" and long in probs["test_a"]["message"]
+    assert probs["test_b"]["kind"] == "failure" and "plainly wrong" in probs["test_b"]["message"]
+    assert "test_boom.py" in probs["test_b"]["traceback_tail"]
+    assert mod.junit_problems(tmp_path / "missing.xml") == []

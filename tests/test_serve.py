@@ -234,3 +234,13 @@ def test_strict_stop_does_not_hang_on_a_busy_reader(bundle_dir, tmp_path, rng, m
     t.join(120)
     assert not t.is_alive(), "serve hung after a --strict stop"
     assert "a_bad.h5" in result["error"] and "--strict" in result["error"]
+
+
+def test_busy_time_counts_overlapping_batches_once():
+    from lenstrt.serve.pipeline import BusyTime
+
+    b = BusyTime()
+    assert b.add(0.0, 2.0) == 2.0
+    assert b.add(1.0, 3.0) == 3.0    # submitted while the first ran: 1 s of it is new, not 2
+    assert b.add(5.0, 6.0) == 4.0    # an idle gap (3-5) is not busy time
+    assert b.add(5.5, 5.8) == 4.0    # wholly inside the last interval

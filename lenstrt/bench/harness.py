@@ -144,7 +144,11 @@ def _group_key(c: dict[str, Any]) -> tuple:
     return (c.get("member"), c["ensemble"], c["batch_size"])
 
 
-def run_bench(bundle_dir: str | Path, spec: BenchSpec, data: list[str] | None = None, progress=print) -> dict[str, Any]:
+def run_bench(bundle_dir: str | Path, spec: BenchSpec, data: list[str] | None = None, progress=print,
+              on_row=None) -> dict[str, Any]:
+    """Time every configuration of spec on the bundle. Each group's rows are reported (progress, and
+    on_row(row) without its agreement, which needs the reference) as soon as the group is timed, so a
+    caller that is stopped mid-run keeps the figures of the groups that finished."""
     from lenstrt.envinfo import collect
 
     bundle = Bundle(bundle_dir)
@@ -158,7 +162,6 @@ def run_bench(bundle_dir: str | Path, spec: BenchSpec, data: list[str] | None = 
         price_note = f"{p.instance} on-demand ${p.on_demand_usd_h}/h ({p.cloud} {p.region}, {p.price_date})"
     elif price is not None:
         price_note = f"${price}/h (given)"
-    rows = []
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         cutouts, labels = _inputs(bundle, data, spec.n_agree, tmp)
@@ -170,30 +173,30 @@ def run_bench(bundle_dir: str | Path, spec: BenchSpec, data: list[str] | None = 
         groups: dict[tuple, list[int]] = {}
         for i, c in enumerate(all_cfgs):
             groups.setdefault(_group_key(c), []).append(i)
-        results: dict[int, dict[str, Any]] = {}
+        by_index: dict[int, dict[str, Any]] = {}
         for idx in groups.values():
             progress(f"  timing {len(idx)} configuration(s) side by side: "
                      + ", ".join(_label(all_cfgs[i], {}) for i in idx))
             for i, res in zip(idx, run_group([full[i] for i in idx], spec, progress)):
-                results[i] = res
-        for i, c in enumerate(all_cfgs):
-            res = results[i]
-            label = _label(c, res)
-            row = {**c, "label": label, **res}
-            if res.get("ok"):
-                row["scores"] = np.load(full[i]["scores_out"])
-                if price is not None:
-                    from lenstrt.cloud.pricing import usd_per_million
+                c = all_cfgs[i]
+                row = {**c, "label": _label(c, res), **res}
+                if res.get("ok"):
+                    row["scores"] = np.load(full[i]["scores_out"])
+                    if price is not None:
+                        from lenstrt.cloud.pricing import usd_per_million
 
-                    row["usd_per_million"] = usd_per_million(res["images_per_s"], price)
-            rows.append(row)
-            if res.get("ok"):
-                sp = res["spread"]
-                line = (f"{res['images_per_s']:9.1f} img/s  ({sp['min']:.1f}-{sp['max']:.1f} over {sp['windows']} "
-                        f"windows{'' if sp['stable'] else ', not stable'})  p50 {res['latency']['p50_ms']:.2f} ms")
-            else:
-                line = f"FAILED: {res['error']}"
-            progress(f"  {label:<42} " + line)
+                        row["usd_per_million"] = usd_per_million(res["images_per_s"], price)
+                    sp = res["spread"]
+                    line = (f"{res['images_per_s']:9.1f} img/s  ({sp['min']:.1f}-{sp['max']:.1f} over "
+                            f"{sp['windows']} windows{'' if sp['stable'] else ', not stable'})  "
+                            f"p50 {res['latency']['p50_ms']:.2f} ms")
+                else:
+                    line = f"FAILED: {res['error']}"
+                progress(f"  {row['label']:<42} " + line)
+                if on_row:
+                    on_row({k: v for k, v in row.items() if k != "scores"})
+                by_index[i] = row
+        rows = [by_index[i] for i in range(len(all_cfgs))]
         ref = rows[0]
         for r in rows:
             if r.get("ok") and ref.get("ok") and not r.get("member"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import Any
 
 from lenstrt.errors import ExportError
 
@@ -59,6 +60,7 @@ def fp16_from_onnx(src: str | Path, dst: str | Path, extra_fp32_ops: tuple[str, 
                                         node_block_list=preprocessing_nodes(model))
     except Exception as exc:
         raise ExportError(f"{src}: fp16 conversion failed ({type(exc).__name__}: {exc})") from exc
+    _drop_repeated_casts(fp16.graph, src)
     _collapse_cast_round_trips(fp16.graph)
     _toposort(fp16.graph)
     # The converter leaves stale fp16 type hints on tensors it kept in fp32; value_info is optional,
@@ -85,6 +87,30 @@ def precision_summary(path: str | Path) -> dict[str, int]:
         elif t == onnx.TensorProto.FLOAT:
             out["fp32"] += 1
     return out
+
+
+def _drop_repeated_casts(graph, src) -> None:
+    """onnxruntime's converter before 1.31 adds one Cast(fp16 -> fp32) per consumer when a value feeds
+    several fp32-kept nodes, each writing the same output name: invalid ONNX (not SSA), seen on the first
+    GPU machine (onnxruntime 1.30). Those casts are identical, so keep the first of each; any other
+    repeated output is a converter bug we cannot repair."""
+    seen: dict[str, Any] = {}
+    keep = []
+    for n in graph.node:
+        dup = [o for o in n.output if o in seen]
+        if not dup:
+            seen.update((o, n) for o in n.output)
+            keep.append(n)
+            continue
+        first = seen[dup[0]]
+        same = (n.op_type == "Cast" and first.op_type == "Cast" and list(n.input) == list(first.input)
+                and list(n.output) == list(first.output) and n.attribute == first.attribute)
+        if not same:
+            raise ExportError(f"{src}: fp16 conversion wrote {dup[0]!r} twice from different nodes; "
+                              "upgrade onnxruntime (pip install -U onnxruntime) and export again")
+    if len(keep) < len(graph.node):
+        del graph.node[:]
+        graph.node.extend(keep)
 
 
 def _toposort(graph) -> None:
