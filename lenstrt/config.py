@@ -39,6 +39,8 @@ class TrainingConfig:
     val_every: int = 200                 # steps between validations
     seed: int = 0
     augment: bool = True
+    band_jitter: float = 0.0             # each band's flux times 1 + U(-j, j) per cutout (calibration/colour
+                                         # randomization: relative colours within a cutout are kept)
     keep_stem_resolution: bool = True    # resnet18: drop the max-pool for small cutouts
     tensorboard: bool = False            # the same as log: [tensorboard]
     log: tuple[str, ...] = ()            # experiment trackers: tensorboard, wandb, mlflow

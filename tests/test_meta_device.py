@@ -28,6 +28,20 @@ def test_augment_keeps_everything_on_the_batch_device():
     assert out.device.type == META and out.shape == x.shape
 
 
+def test_band_jitter_on_the_device_and_what_it_changes():
+    out = augment(torch.empty(16, 3, 64, 64, device=META), step=3, seed=1, band_jitter=0.2)
+    assert out.device.type == META and out.shape == (16, 3, 64, 64)
+    x = torch.rand(16, 3, 8, 8) + 1
+    plain, jit = augment(x, 3, 1), augment(x, 3, 1, band_jitter=0.2)
+    assert torch.equal(plain, augment(x, 3, 1, band_jitter=0.0))  # off: exactly the old augmentation
+    gain = jit / plain  # one factor per cutout and band: colours between pixels of a cutout are kept
+    torch.testing.assert_close(gain, gain[:, :, :1, :1].expand_as(gain))
+    g = gain[:, :, 0, 0]
+    assert (g.std(1) > 1e-3).all() and (g > 0.8 - 1e-6).all() and (g < 1.2 + 1e-6).all()
+    halves = torch.cat([augment(x[:8], 3, 1, (0, 2), 0.2), augment(x[8:], 3, 1, (1, 2), 0.2)])
+    assert torch.equal(jit, halves)  # DDP ranks draw their slice of the global batch's gains
+
+
 def test_augment_is_the_same_on_any_device():
     x = torch.randn(16, 3, 8, 8)
     a = augment(x, step=5, seed=2)

@@ -122,7 +122,7 @@ def predict_logits(model, images: np.ndarray, device: str, batch_size: int = 256
 
 
 def forward_loss(model, x, y, device: str, step: int, seed: int, augment: bool, channels_last: bool, amp_dtype,
-                 part: tuple[int, int] = (0, 1)):
+                 part: tuple[int, int] = (0, 1), band_jitter: float = 0.0):
     """One training step's forward pass: batch to the device, augmentation, autocast forward, loss.
     `part` (rank, world): this rank's slice of the global batch's augmentation draws.
 
@@ -136,7 +136,7 @@ def forward_loss(model, x, y, device: str, step: int, seed: int, augment: bool, 
     x = x.to(device, non_blocking=True)
     y = y.to(device, non_blocking=True)
     if augment:
-        x = augment_batch(x, step, seed, part)
+        x = augment_batch(x, step, seed, part, band_jitter)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with autocast(device, amp_dtype):
@@ -304,7 +304,7 @@ class Trainer:
                     for g in opt.param_groups:
                         g["lr"] = cfg.lr * _lr_factor(progress, step, cfg.warmup_steps)
                 loss = forward_loss(net, x, y, dev, step, seed, cfg.augment, channels_last, amp_dtype,
-                                    (dist.rank, dist.world))
+                                    (dist.rank, dist.world), cfg.band_jitter)
                 optimizer_step(loss, model, opt, scaler, cfg.gradient_clip)
                 step += 1
                 seen += len(y) * dist.world
