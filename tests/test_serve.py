@@ -244,3 +244,4 @@ def test_busy_time_counts_overlapping_batches_once():
     assert b.add(1.0, 3.0) == 3.0    # submitted while the first ran: 1 s of it is new, not 2
     assert b.add(5.0, 6.0) == 4.0    # an idle gap (3-5) is not busy time
     assert b.add(5.5, 5.8) == 4.0    # wholly inside the last interval
+    assert b.add(5.9, 6.5) == 4.5    # still counted from 6.0, the latest end, not 5.8
