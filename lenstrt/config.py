@@ -48,6 +48,10 @@ class TrainingConfig:
     member_parallel: bool = False        # with nproc > 1: each rank trains whole members (one per GPU), no DDP
     ddp_timeout_s: float = 1800.0        # a rank waiting longer on its peers fails (no silent hang)
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.band_jitter < 1.0:  # a gain 1 + U(-j, j) must stay positive
+            raise ConfigError(f"band_jitter {self.band_jitter}: need 0 <= band_jitter < 1")
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -107,8 +111,30 @@ def section_from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
     defaults = cls()
-    values = {k: _coerce(v, getattr(defaults, k)) for k, v in data.items()}
-    return dataclasses.replace(defaults, **values)  # type: ignore[type-var]
+    values = {}
+    for k, v in data.items():
+        values[k] = _typed(_coerce(v, getattr(defaults, k)), getattr(defaults, k), f"{where} {k}")
+    try:
+        return dataclasses.replace(defaults, **values)  # type: ignore[type-var]
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _typed(value: Any, default: Any, where: str) -> Any:
+    """The value as the type of its default (an int where a float is expected is fine); a key whose
+    default is None takes anything. A wrong type is one ConfigError, not a traceback deep in training."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool) or isinstance(value, bool):
+        ok = isinstance(default, bool) and isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float))
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(f"{where}: {value!r} is not {type(default).__name__} (default {default!r})")
+    return value
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -123,7 +149,7 @@ def load_config(path: str | Path | None) -> Config:
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read config ({exc.strerror}); check the path") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML ({exc}); fix the syntax") from exc
+        raise ConfigError(f"{p}: not valid YAML ({' '.join(str(exc).split())}); fix the syntax") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: expected a mapping of sections (training:, data:, ...)")
     sections = {f.name: f for f in dataclasses.fields(Config)}

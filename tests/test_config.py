@@ -29,10 +29,14 @@ def test_cli_overrides_win_and_none_keeps(tmp_path):
     ("training:\n  lrr: 1\n", "unknown key(s) lrr"),
     ("trainin:\n  lr: 1\n", "unknown section(s) trainin"),
     ("training: [1\n", "not valid YAML"),
+    ("training:\n  band_jitter: abc\n", "[training] band_jitter: 'abc' is not float"),
+    ("training:\n  band_jitter: 1.5\n", "need 0 <= band_jitter < 1"),
+    ("training:\n  members: 2.5\n", "members: 2.5 is not int"),
+    ("training:\n  augment: 'no'\n", "augment: 'no' is not bool"),
 ])
 def test_bad_config_names_file_and_problem(tmp_path, text, msg):
     p = tmp_path / "bad.yaml"
     p.write_text(text)
     with pytest.raises(ConfigError) as ei:
         load_config(p)
-    assert str(p) in str(ei.value) and msg in str(ei.value)
+    assert str(p) in str(ei.value) and msg in str(ei.value) and "\n" not in str(ei.value)
