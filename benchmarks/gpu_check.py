@@ -61,7 +61,8 @@ GPU_PLAN: dict[str, Any] = {
     # serve reads the 16,384 cutouts 4 times (hard links): 16,384 streamed in ~0.5 s on the first H200 run
     "serve_rows": 16384, "serve_copies": 4, "warm_rows": 1024, "serve_batch": 256, "serve_reps": 2,
     "bench_batches": [1, 256], "bench_modes": ["members", "separate", "concurrent"],
-    # ~14 s a configuration on an H200 with 6 windows (process start, CUDA context, load, 300 ms warm-up): 4
+    # ~14 s a configuration on an H200 with up to 6 windows (process start, CUDA context, load, warm-up);
+    # at most 4 windows: ~10 s measured
     "bench_warmup_ms": 300.0, "bench_duration_s": 1.0, "bench_config_timeout_s": 90.0, "bench_config_est_s": 11.0,
     "bench_max_windows": 4,
     "n_agree": 256, "export_batch": [1, 256, 512], "pytest_targets": [],
@@ -289,15 +290,12 @@ def _train_rate(arch: str, label: str, dtype, seconds: float, p: dict[str, Any])
 
     from lenstrt.config import TrainingConfig
     from lenstrt.models import create_model, prefers_channels_last
-    from lenstrt.train.trainer import forward_loss, optimizer_step
+    from lenstrt.train.trainer import arch_kwargs, forward_loss, optimizer_step
 
     cfg, dev, bs = TrainingConfig(), p["device"], p["train_batch"]
     cuda = dev.startswith("cuda")
     torch.manual_seed(0)
-    kw: dict[str, Any] = {"dropout": cfg.dropout}
-    if arch.startswith("resnet"):
-        kw["keep_stem_resolution"] = cfg.keep_stem_resolution
-    model = create_model(arch, p["bands"], p["image"], **kw).to(dev)
+    model = create_model(arch, p["bands"], p["image"], **arch_kwargs(arch, cfg)).to(dev)
     channels_last = cfg.channels_last and prefers_channels_last(arch)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

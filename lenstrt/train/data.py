@@ -94,7 +94,8 @@ class SimulatedStream(IterableDataset):
 def augment(x: torch.Tensor, step: int, seed: int, part: tuple[int, int] = (0, 1),
             band_jitter: float = 0.0) -> torch.Tensor:
     """The 8 flips/90-degree rotations and flux scaling 0.8-1.2 (and, with `band_jitter` j, each band's
-    flux times 1 + U(-j, j)), seeded by (seed, step) so a resumed run draws the same augmentations. `part` (rank, world): the draws are made for the global batch
+    flux times 1 + U(-j, j)), seeded by (seed, step) so a resumed run draws the same augmentations.
+    `part` (rank, world): the draws are made for the global batch
     and this rank takes its slice, so N ranks augment as one process with the N-times batch would.
 
     The draws come from a CPU generator whatever the batch's device, so a run augments identically on
@@ -114,7 +115,8 @@ def augment(x: torch.Tensor, step: int, seed: int, part: tuple[int, int] = (0, 1
         if c & 4:
             v = v.flip(-1)
         out[sel] = torch.rot90(v, k=c & 3, dims=(-2, -1))
+    factor = scale[:, None]  # (n, 1): one flux scale per cutout, or (n, bands) with band_jitter
     if band_jitter:  # drawn after the others, so runs without it augment exactly as before
         gain = 1 + band_jitter * (2 * torch.rand(n * world, x.shape[1], generator=g) - 1)
-        return out * (scale[:, None] * gain[rank * n:(rank + 1) * n].to(device=x.device, dtype=x.dtype))[:, :, None, None]
-    return out * scale[:, None, None, None]
+        factor = factor * gain[rank * n:(rank + 1) * n].to(device=x.device, dtype=x.dtype)
+    return out * factor[:, :, None, None]

@@ -121,6 +121,17 @@ def predict_logits(model, images: np.ndarray, device: str, batch_size: int = 256
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
+def arch_kwargs(arch: str, cfg: TrainingConfig) -> dict[str, Any]:
+    """The model-builder arguments a training config implies for one architecture (what `lenstrt train`
+    builds; benchmarks/gpu_check.py times the same model)."""
+    kw: dict[str, Any] = {"dropout": cfg.dropout}
+    if arch.startswith("resnet"):
+        kw["keep_stem_resolution"] = cfg.keep_stem_resolution
+    if arch.startswith("vit") and cfg.grad_checkpointing:
+        kw["grad_checkpointing"] = True
+    return kw
+
+
 def forward_loss(model, x, y, device: str, step: int, seed: int, augment: bool, channels_last: bool, amp_dtype,
                  part: tuple[int, int] = (0, 1), band_jitter: float = 0.0):
     """One training step's forward pass: batch to the device, augmentation, autocast forward, loss.
@@ -207,12 +218,8 @@ class Trainer:
         cfg, dev, prec, dist = self.cfg, self.device, self.precision, self.dist
         out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(seed)
-        arch_kwargs: dict[str, Any] = {"dropout": cfg.dropout}
-        if arch.startswith("resnet"):
-            arch_kwargs["keep_stem_resolution"] = cfg.keep_stem_resolution
-        if arch.startswith("vit") and cfg.grad_checkpointing:
-            arch_kwargs["grad_checkpointing"] = True
-        model = create_model(arch, len(train.bands), train.image_size, **arch_kwargs).to(dev)
+        kw = arch_kwargs(arch, cfg)
+        model = create_model(arch, len(train.bands), train.image_size, **kw).to(dev)
         channels_last = cfg.channels_last and prefers_channels_last(arch)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -242,7 +249,7 @@ class Trainer:
             if step >= total_steps:
                 if not dist.main:
                     return {"arch": arch, "seed": seed, "rank": dist.rank}
-                return self._finish(model, arch, arch_kwargs, seed, train, val, out, history, step, elapsed_before)
+                return self._finish(model, arch, kw, seed, train, val, out, history, step, elapsed_before)
         net = model
         if dist.active:
             from torch.nn.parallel import DistributedDataParallel
@@ -329,9 +336,9 @@ class Trainer:
                             writer.scalars({"val/auc": last_auc, "val/loss": vloss}, step)
                         if last_auc > best_auc:
                             best_auc = last_auc
-                            ck.save(best_path, self._payload(model, arch, arch_kwargs, seed, train, step, history))
+                            ck.save(best_path, self._payload(model, arch, kw, seed, train, step, history))
                         ck.save(last_path, {
-                            **self._payload(model, arch, arch_kwargs, seed, train, step, history),
+                            **self._payload(model, arch, kw, seed, train, step, history),
                             "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if prec.grad_scaler else {},
                             "elapsed_s": elapsed_before + time.perf_counter() - t_start,
                             "best_val_auc": best_auc, **self._rng_entry(rngs),
@@ -355,15 +362,15 @@ class Trainer:
         last_auc, vloss = self._validate(model, val, amp_dtype)
         history.append({"step": step, "val_auc": last_auc, "val_loss": vloss, "elapsed_s": round(elapsed, 2)})
         if last_auc >= best_auc or not best_path.exists():
-            ck.save(best_path, self._payload(model, arch, arch_kwargs, seed, train, step, history))
+            ck.save(best_path, self._payload(model, arch, kw, seed, train, step, history))
         ck.save(last_path, {
-            **self._payload(model, arch, arch_kwargs, seed, train, step, history),
+            **self._payload(model, arch, kw, seed, train, step, history),
             "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if prec.grad_scaler else {},
             "elapsed_s": elapsed, "best_val_auc": max(best_auc, last_auc), **self._rng_entry(rngs),
         })
         if writer:
             writer.scalars({"val/auc": last_auc, "val/loss": vloss}, step)
-        result = self._finish(model, arch, arch_kwargs, seed, train, val, out, history, step, elapsed, writer)
+        result = self._finish(model, arch, kw, seed, train, val, out, history, step, elapsed, writer)
         if writer:
             writer.close()
         broadcast(dist, None)
