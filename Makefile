@@ -45,6 +45,7 @@ gpu-check:
 MUTATION_BUDGET ?= 3600
 MUTANTS = 'lenstrt.metrics.*' 'lenstrt.runtime.ensemble.*' 'lenstrt.serve.ledger.*' \
 	'lenstrt.serve.pipeline.xǁRunǁcommit*' 'lenstrt.serve.pipeline.x_prepare*' 'lenstrt.serve.pipeline.x_catalog_columns*' \
+	'lenstrt.serve.pipeline.xǁBusyTimeǁ*' \
 	'lenstrt.export.validate.x_agreement*' 'lenstrt.export.validate.x_within*' \
 	'lenstrt.export.pipeline.x_auc_drop_fails*' 'lenstrt.export.pipeline.x_gate_failure*' 'lenstrt.export.tolerances.*'
 define MUTATION_REPORT
