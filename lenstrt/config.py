@@ -42,6 +42,8 @@ class TrainingConfig:
     band_jitter: float = 0.0             # each band's flux times 1 + U(-j, j) per cutout (calibration/colour
                                          # randomization: relative colours within a cutout are kept)
     keep_stem_resolution: bool = True    # resnet18: drop the max-pool for small cutouts
+    init: str | None = None              # warm start (fine-tuning): the weights of a checkpoint or run directory;
+                                         # optimizer, schedule and step count start fresh
     tensorboard: bool = False            # the same as log: [tensorboard]
     log: tuple[str, ...] = ()            # experiment trackers: tensorboard, wandb, mlflow
     nproc: int = 1                       # `lenstrt train --nproc N`: N DDP ranks on this node via torchrun
@@ -51,6 +53,8 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.band_jitter < 1.0:  # a gain 1 + U(-j, j) must stay positive
             raise ConfigError(f"band_jitter {self.band_jitter}: need 0 <= band_jitter < 1")
+        if self.init is not None and not isinstance(self.init, str):
+            raise ConfigError(f"init {self.init!r}: need the path of a checkpoint or run directory")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -118,3 +119,56 @@ def test_training_on_the_fly_simulation(sim_dir, tmp_path):
               progress=False)
     assert m["loader"]["num_workers"] == 1 and m["members"][0]["metrics"]["train_steps"] == 4
     assert (tmp_path / "vit_tiny-s0" / "best.pt").is_file()
+
+
+def test_init_starts_from_the_checkpoints_weights(sim_dir, run_dir, tmp_path):
+    from lenstrt.train.trainer import train
+
+    # lr 0: the weights cannot move, so a warm-started run ends exactly where --init left off
+    cfg = TrainingConfig(arch=("vit_tiny",), max_steps=2, batch_size=8, val_every=2, lr=0.0, init=str(run_dir))
+    manifest = train(cfg, DataConfig(), [str(sim_dir)], tmp_path / "ft", device="cpu", progress=False)
+    assert manifest["init"] == [str(run_dir / "vit_tiny-s1000" / "best.pt")]
+    src = ck.load(run_dir / "vit_tiny-s1000" / "best.pt")["state_dict"]
+    got = ck.load(tmp_path / "ft" / "vit_tiny-s0" / "best.pt")
+    assert got["config"]["init"] == str(run_dir)
+    for k in src:
+        assert torch.equal(src[k], got["state_dict"][k]), k
+    # without --init the same run starts from random weights
+    fresh = train(replace(cfg, init=None), DataConfig(), [str(sim_dir)], tmp_path / "fresh", device="cpu",
+                  progress=False)
+    assert fresh["init"] is None
+    other = ck.load(tmp_path / "fresh" / "vit_tiny-s0" / "best.pt")["state_dict"]
+    assert not all(torch.equal(src[k], other[k]) for k in src)
+
+
+def test_init_mismatches_are_one_config_error(sim_dir, run_dir, tmp_path):
+    from lenstrt.errors import ConfigError
+    from lenstrt.models import create_model
+    from lenstrt.train.trainer import load_init, train
+
+    cfg = TrainingConfig(arch=("mobilenet_v3_small",), max_steps=1, batch_size=8, init=str(run_dir))
+    with pytest.raises(ConfigError, match="holds no mobilenet_v3_small checkpoint.*resnet18, vit_tiny"):
+        train(cfg, DataConfig(), [str(sim_dir)], tmp_path / "a", device="cpu", progress=False)
+    c = ck.load(run_dir / "resnet18-s0" / "best.pt")
+    data = load_training_data([str(sim_dir)])
+    model = create_model("resnet18", 3, 64, **c["arch_kwargs"])
+    with pytest.raises(ConfigError, match="bands g,r at 64 px, the data are g,r,i at 64 px"):
+        load_init(model, {**c, "bands": ["g", "r"], "_path": "x.pt"}, "resnet18", data)
+    part = {k: v for k, v in c["state_dict"].items() if not k.startswith("backbone.fc")}
+    with pytest.raises(ConfigError, match="x.pt: its resnet18 weights do not fit"):
+        load_init(model, {**c, "state_dict": part, "_path": "x.pt"}, "resnet18", data)
+    with pytest.raises(ConfigError, match="init 5"):
+        TrainingConfig(init=5)  # type: ignore[arg-type]
+
+
+def test_resume_takes_precedence_over_init(sim_dir, run_dir, tmp_path):
+    cfg = TrainingConfig(arch=("vit_tiny",), max_steps=4, batch_size=8, val_every=2, lr=0.0, amp=False)
+    tr, va = split(load_training_data([str(sim_dir)]), 0.2, 0)
+    t = Trainer(cfg, DataConfig(), "cpu", progress=False)
+    t.train_member("vit_tiny", 3, tr, va, tmp_path / "b", _stop_at_step=2)  # "crash" with its own weights
+    own = ck.load(tmp_path / "b" / "last.pt")["state_dict"]
+    src = ck.load(run_dir / "vit_tiny-s1000" / "best.pt")
+    t.train_member("vit_tiny", 3, tr, va, tmp_path / "b", resume=True, init=src)
+    got = ck.load(tmp_path / "b" / "last.pt")["state_dict"]
+    assert all(torch.equal(own[k], got[k]) for k in own)
+    assert not all(torch.equal(src["state_dict"][k], got[k]) for k in own)

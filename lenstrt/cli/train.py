@@ -39,12 +39,15 @@ from lenstrt.cli import options
                    "each), instead of every member on all N ranks with DDP.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoints.")
+@click.option("--init", "init", type=click.Path(exists=True), default=None,
+              help="Start from the weights of this checkpoint or run directory (fine-tuning); optimizer and "
+                   "LR schedule start fresh.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory.")
 @options.config
 @options.quiet
 def command(data, arch, members, epochs, max_steps, time_budget_min, batch_size, lr, amp, amp_dtype,
             grad_checkpointing, scheduler, val_every, seed, simulate_on_the_fly, stream, shuffle_buffer, num_workers,
-            log, nproc, member_parallel, device, resume, out, config_path, quiet):
+            log, nproc, member_parallel, device, resume, init, out, config_path, quiet):
     """Train lens classifiers (an ensemble with several --arch / --members) with AMP and calibration."""
     from lenstrt.io import writable_dir
 
@@ -67,7 +70,7 @@ def command(data, arch, members, epochs, max_steps, time_budget_min, batch_size,
     tcfg = override(cfg.training, arch=tuple(arch), members=members, epochs=epochs, max_steps=max_steps,
                     time_budget_min=time_budget_min, batch_size=batch_size, lr=lr, amp=amp, amp_dtype=amp_dtype,
                     grad_checkpointing=grad_checkpointing, scheduler=scheduler, val_every=val_every, seed=seed,
-                    log=tuple(log), member_parallel=member_parallel)
+                    log=tuple(log), member_parallel=member_parallel, init=init)
     dcfg = override(cfg.data, simulate_on_the_fly=simulate_on_the_fly, stream=stream, shuffle_buffer=shuffle_buffer,
                     num_workers=num_workers)
     manifest = train(tcfg, dcfg, list(data), out, device=device, resume=resume, progress=not quiet)

@@ -205,7 +205,9 @@ class Trainer:
 
     # -- one member ---------------------------------------------------------------------------
     def train_member(self, arch: str, seed: int, train: Dataset, val: Dataset, out: Path, resume: bool = False,
-                     _stop_at_step: int | None = None) -> dict[str, Any]:
+                     _stop_at_step: int | None = None, init: dict[str, Any] | None = None) -> dict[str, Any]:
+        """`init`: a checkpoint whose weights the model starts from (`--init`); a resumed run's own
+        last.pt takes precedence."""
         import torch
 
         from lenstrt.models import create_model, prefers_channels_last
@@ -219,7 +221,10 @@ class Trainer:
         out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(seed)
         kw = arch_kwargs(arch, cfg)
-        model = create_model(arch, len(train.bands), train.image_size, **kw).to(dev)
+        model = create_model(arch, len(train.bands), train.image_size, **kw)
+        if init is not None and not (resume and (out / "last.pt").is_file()):
+            load_init(model, init, arch, train)
+        model = model.to(dev)
         channels_last = cfg.channels_last and prefers_channels_last(arch)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -439,6 +444,37 @@ class Trainer:
         return Tracker(kinds, out, out.name, cfg)
 
 
+def init_checkpoints(spec: str, plan: list[tuple[str, int]]) -> list[dict[str, Any]]:
+    """The checkpoint each member of `plan` starts from: `spec` is a checkpoint or a run directory, and
+    the k-th member of an architecture takes the k-th checkpoint of that architecture (cycling)."""
+    by_arch: dict[str, list[dict[str, Any]]] = {}
+    for path in ck.resolve(spec):
+        c = ck.load(path)
+        c["_path"] = str(path)
+        by_arch.setdefault(c["arch"], []).append(c)
+    out, used = [], {a: 0 for a in by_arch}
+    for arch, _ in plan:
+        if arch not in by_arch:
+            raise ConfigError(f"--init {spec}: holds no {arch} checkpoint (it has {', '.join(sorted(by_arch))}); "
+                              f"train with --arch {' --arch '.join(sorted(by_arch))} or pass a {arch} run")
+        out.append(by_arch[arch][used[arch] % len(by_arch[arch])])
+        used[arch] += 1
+    return out
+
+
+def load_init(model, init: dict[str, Any], arch: str, train: Dataset) -> None:
+    """Copy a checkpoint's weights into a fresh model; any mismatch is one ConfigError naming the file."""
+    where = init.get("_path", "--init")
+    if list(init["bands"]) != list(train.bands) or int(init["image_size"]) != int(train.image_size):
+        raise ConfigError(f"{where}: trained on bands {','.join(init['bands'])} at {init['image_size']} px, the data "
+                          f"are {','.join(train.bands)} at {train.image_size} px; --init needs the same bands and size")
+    try:
+        model.load_state_dict(init["state_dict"])
+    except RuntimeError as exc:  # same arch, other builder arguments (dropout is weightless; the stem is not)
+        raise ConfigError(f"{where}: its {arch} weights do not fit this config's model "
+                          f"({str(exc).splitlines()[0]}); use the training config it was trained with") from exc
+
+
 def peak_rss_mb() -> dict[str, float] | None:
     """Peak resident memory of this process and of its largest finished child (loader workers), MiB."""
     import sys
@@ -501,6 +537,8 @@ def _train(cfg: TrainingConfig, dcfg: DataConfig, data: list[str], out: Path, de
     from lenstrt.train.stream import choose_streaming
 
     progress = progress and dist.main
+    plan = [(arch, cfg.seed + 1000 * a_i + m) for a_i, arch in enumerate(cfg.arch) for m in range(cfg.members)]
+    inits = init_checkpoints(cfg.init, plan) if cfg.init else [None] * len(plan)  # a bad --init fails before loading
     streaming, data_why = (False, "simulated on the fly") if dcfg.simulate_on_the_fly else \
         choose_streaming(list(data), dcfg.stream, processes=dist.world)
     streaming, data_why = ddp.broadcast(dist, (streaming, data_why))  # every rank must load the same way
@@ -510,7 +548,6 @@ def _train(cfg: TrainingConfig, dcfg: DataConfig, data: list[str], out: Path, de
         tr, va = load_streamed_data(list(data), cfg, dcfg)
     else:
         tr, va = split(load_training_data(data), cfg.val_fraction, cfg.seed)
-    plan = [(arch, cfg.seed + 1000 * a_i + m) for a_i, arch in enumerate(cfg.arch) for m in range(cfg.members)]
     by_member = cfg.member_parallel and dist.active
     # Member-parallel: each rank trains its members whole and alone (no gradient sync: a single-process
     # Trainer), on its own GPU; rank 0 collects the results from files, as members may take hours longer
@@ -524,7 +561,7 @@ def _train(cfg: TrainingConfig, dcfg: DataConfig, data: list[str], out: Path, de
         name = f"{arch}-s{seed}"
         if by_member and i % dist.world != dist.rank:
             continue
-        res = trainer.train_member(arch, seed, tr, va, out / name, resume=resume)
+        res = trainer.train_member(arch, seed, tr, va, out / name, resume=resume, init=inits[i])
         if by_member:
             write_json(out / name / "member.json", {**res, "rank": dist.rank, "launch": token})
         members.append({"name": name, "checkpoint": f"{name}/best.pt", **res})
@@ -540,6 +577,7 @@ def _train(cfg: TrainingConfig, dcfg: DataConfig, data: list[str], out: Path, de
                         "mode": "member-parallel" if by_member else ("ddp" if dist.active else None),
                         "effective_batch": cfg.batch_size * (1 if by_member else dist.world)},
         "lenstrt_version": __version__, "peak_rss_mb": peak_rss_mb(),
+        "init": [c["_path"] for c in inits] if cfg.init else None,
     }
     if dist.main:
         write_json(out / "ensemble.json", manifest)

@@ -40,7 +40,7 @@ class Population:
     source_colors: dict[str, float] = field(default_factory=dict)  # magnitude follows from its arc S/N
     companion_mag: tuple[float, float] = (20.5, 25.0)
     color_scatter: float = 0.1
-    arc_snr: tuple[float, float] = (10.0, 1000.0)     # lensed arcs: S/N drawn log-uniform (docs/simulation.md)
+    arc_snr: tuple[float, float] = (10.0, 3000.0)     # lensed arcs: S/N drawn log-uniform (docs/simulation.md)
     min_arc_snr: float = 10.0                       # kept for presets that set only the floor
     negative_mix: dict[str, float] = field(default_factory=lambda: dict(NEGATIVE_MIX))
     lens_with_companions: float = 0.3               # share of lenses that also have companions
