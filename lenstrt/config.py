@@ -8,6 +8,7 @@ option left at None means "keep the file's value, else the default".
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,6 +54,8 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.band_jitter < 1.0:  # a gain 1 + U(-j, j) must stay positive
             raise ConfigError(f"band_jitter {self.band_jitter}: need 0 <= band_jitter < 1")
+        if isinstance(self.init, os.PathLike):
+            object.__setattr__(self, "init", os.fspath(self.init))
         if self.init is not None and not isinstance(self.init, str):
             raise ConfigError(f"init {self.init!r}: need the path of a checkpoint or run directory")
 

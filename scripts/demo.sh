@@ -30,6 +30,10 @@ step "4b/7 cross-simulator check: a set made by lenstronomy, not by us (docs/cro
 .venv/bin/python benchmarks/cross_sim.py --n 600 --seed 2026 --shard-size 300 --workers 2 --no-progress --out "$OUT/data/xsim"
 $L evaluate --checkpoint "$OUT/run" --data "$OUT/data/xsim" --out "$OUT/eval_xsim" --bar -q
 
+step "4c/7 fine-tune: the resnet18 warm-started (--init) on 540 cutouts of the survey's whole population, 30 steps: shows the flag and the before/after report, not a better model (docs/training.md)"
+$L train --data "$OUT/data/survey_population" --arch resnet18 --max-steps 30 --init "$OUT/run" --out "$OUT/run_ft" -q
+$L evaluate --checkpoint "$OUT/run_ft" --data "$OUT/data/xsim" --out "$OUT/eval_xsim_ft" --compare "$OUT/eval_xsim/metrics.json" -q
+
 step "5/7 export: validated ONNX + fp16 + INT8 graphs + fused ensemble graph (+ TensorRT engines where TensorRT and a GPU exist)"
 $L export --checkpoint "$OUT/run" --checkpoint "$OUT/run_vit" --fp16 --int8 --fuse --out "$OUT/bundle" \
     --triton "$OUT/triton"
@@ -65,6 +69,7 @@ demo finished in $(( $(date +%s) - t0 )) s. Look at:
   $OUT/data/survey_population/gallery.png   the survey's whole population: every kind of negative, artefacts
   $OUT/eval/report.md, *.png          ROC, reliability, completeness by theta_E x arc S/N, negatives by kind
   $OUT/eval_xsim/report.md            the same on the cross-simulator (lenstronomy) set, with the quality bar
+  $OUT/eval_xsim_ft/report.md         the fine-tuned model (--init) against it, before/after tables
   $OUT/bundle/manifest.json           the exported bundle and its agreement figures
   $OUT/serve/candidates.csv, .png     the top lens candidates; summary.json for the run
   $OUT/bench/bench.md, bench.png      backend comparison

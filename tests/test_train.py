@@ -122,53 +122,107 @@ def test_training_on_the_fly_simulation(sim_dir, tmp_path):
 
 
 def test_init_starts_from_the_checkpoints_weights(sim_dir, run_dir, tmp_path):
+    import hashlib
+
     from lenstrt.train.trainer import train
 
     # lr 0: the weights cannot move, so a warm-started run ends exactly where --init left off
     cfg = TrainingConfig(arch=("vit_tiny",), max_steps=2, batch_size=8, val_every=2, lr=0.0, init=str(run_dir))
     manifest = train(cfg, DataConfig(), [str(sim_dir)], tmp_path / "ft", device="cpu", progress=False)
-    assert manifest["init"] == [str(run_dir / "vit_tiny-s1000" / "best.pt")]
-    src = ck.load(run_dir / "vit_tiny-s1000" / "best.pt")["state_dict"]
+    src_path = (run_dir / "vit_tiny-s1000" / "best.pt").resolve()
+    rec = manifest["init"][0]
+    assert rec["path"] == str(src_path) and rec["sha256"] == hashlib.sha256(src_path.read_bytes()).hexdigest()
+    src = ck.load(src_path)
     got = ck.load(tmp_path / "ft" / "vit_tiny-s0" / "best.pt")
-    assert got["config"]["init"] == str(run_dir)
-    for k in src:
-        assert torch.equal(src[k], got["state_dict"][k]), k
+    assert got["init"] == rec and got["config"]["init"] == str(run_dir) and rec["step"] == src["step"]
+    assert got["step"] == 2 and got["history"][0]["step"] == 0  # a fresh count, from the source validated
+    for k in src["state_dict"]:
+        assert torch.equal(src["state_dict"][k], got["state_dict"][k]), k
     # without --init the same run starts from random weights
     fresh = train(replace(cfg, init=None), DataConfig(), [str(sim_dir)], tmp_path / "fresh", device="cpu",
                   progress=False)
     assert fresh["init"] is None
-    other = ck.load(tmp_path / "fresh" / "vit_tiny-s0" / "best.pt")["state_dict"]
-    assert not all(torch.equal(src[k], other[k]) for k in src)
+    other = ck.load(tmp_path / "fresh" / "vit_tiny-s0" / "best.pt")
+    assert other["init"] is None and not all(torch.equal(src["state_dict"][k], other["state_dict"][k]) for k in src["state_dict"])
+
+
+def test_init_sources_per_member(run_dir):
+    from lenstrt.errors import ConfigError
+    from lenstrt.train import init as winit
+
+    r, v = (str((run_dir / f"{m}/best.pt").resolve()) for m in ("resnet18-s0", "vit_tiny-s1000"))
+    plan = [("resnet18", 0), ("resnet18", 1), ("vit_tiny", 1000)]
+    metas, notes = winit.resolve(str(run_dir), plan)
+    assert [m["path"] for m in metas] == [r, r, v] and "state_dict" not in metas[0]
+    assert notes == [f"--init {run_dir}: 2 resnet18 member(s) share 1 checkpoint(s): some start from the same weights"]
+    metas, notes = winit.resolve(r, [("resnet18", 5)])  # a single checkpoint file
+    assert [m["path"] for m in metas] == [r] and notes == []
+    with pytest.raises(ConfigError, match="holds no mobilenet_v3_small checkpoint.*resnet18, vit_tiny"):
+        winit.resolve(str(run_dir), [("mobilenet_v3_small", 0)])
 
 
 def test_init_mismatches_are_one_config_error(sim_dir, run_dir, tmp_path):
+    import os
+
     from lenstrt.errors import ConfigError
     from lenstrt.models import create_model
-    from lenstrt.train.trainer import load_init, train
+    from lenstrt.models.preprocess import PREPROCESS_SPEC
+    from lenstrt.train import init as winit
+    from lenstrt.train.trainer import train
 
-    cfg = TrainingConfig(arch=("mobilenet_v3_small",), max_steps=1, batch_size=8, init=str(run_dir))
-    with pytest.raises(ConfigError, match="holds no mobilenet_v3_small checkpoint.*resnet18, vit_tiny"):
-        train(cfg, DataConfig(), [str(sim_dir)], tmp_path / "a", device="cpu", progress=False)
-    c = ck.load(run_dir / "resnet18-s0" / "best.pt")
     data = load_training_data([str(sim_dir)])
-    model = create_model("resnet18", 3, 64, **c["arch_kwargs"])
+    (meta,), _ = winit.resolve(str(run_dir), [("resnet18", 0)])
+    kw = dict(meta["arch_kwargs"])
+    assert winit.check(meta, "resnet18", {**kw, "dropout": 0.3}, data, PREPROCESS_SPEC) == []  # weightless: fine
     with pytest.raises(ConfigError, match="bands g,r at 64 px, the data are g,r,i at 64 px"):
-        load_init(model, {**c, "bands": ["g", "r"], "_path": "x.pt"}, "resnet18", data)
-    part = {k: v for k, v in c["state_dict"].items() if not k.startswith("backbone.fc")}
-    with pytest.raises(ConfigError, match="x.pt: its resnet18 weights do not fit"):
-        load_init(model, {**c, "state_dict": part, "_path": "x.pt"}, "resnet18", data)
+        winit.check({**meta, "bands": ["g", "r"]}, "resnet18", kw, data, PREPROCESS_SPEC)
+    with pytest.raises(ConfigError, match="built otherwise \\(keep_stem_resolution: True there, False here\\)"):
+        winit.check(meta, "resnet18", {**kw, "keep_stem_resolution": False}, data, PREPROCESS_SPEC)
+    with pytest.raises(ConfigError, match="its preprocessing"):
+        winit.check({**meta, "preprocess": {**meta["preprocess"], "frame": 2}}, "resnet18", kw, data, PREPROCESS_SPEC)
+    assert winit.check({**meta, "survey": "euclid-vis", "pixel_scale": 0.1}, "resnet18", kw, data,
+                       PREPROCESS_SPEC) == [f"--init {meta['path']}: trained on euclid-vis (0.1\"/px), fine-tuning on "
+                                            "lsst-gri (0.2\"/px)"]
+    c = ck.load(meta["path"])
+    ck.save(tmp_path / "part.pt", {**c, "state_dict": {k: v for k, v in c["state_dict"].items()
+                                                      if not k.startswith("backbone.fc")}})
+    with pytest.raises(ConfigError, match="part.pt: its resnet18 weights do not fit"):
+        winit.load_weights(create_model("resnet18", 3, 64, **kw), {**meta, "path": str(tmp_path / "part.pt")})
+    # an ensemble's second member that cannot start fails before the first one trains
+    src = tmp_path / "src"
+    for m in ("resnet18-s0", "vit_tiny-s1000"):
+        c = ck.load(run_dir / m / "best.pt")
+        ck.save(src / m / "best.pt", {**c, "bands": ["g", "r", "z"]} if m.startswith("vit") else c)
+    cfg = TrainingConfig(arch=("resnet18", "vit_tiny"), max_steps=1, batch_size=8, init=str(src))
+    with pytest.raises(ConfigError, match="vit_tiny-s1000/best.pt: trained on bands g,r,z"):
+        train(cfg, DataConfig(), [str(sim_dir)], tmp_path / "ens", device="cpu", progress=False)
+    assert not (tmp_path / "ens" / "resnet18-s0").exists()
     with pytest.raises(ConfigError, match="init 5"):
         TrainingConfig(init=5)  # type: ignore[arg-type]
+    assert TrainingConfig(init=tmp_path).init == os.fspath(tmp_path)
 
 
-def test_resume_takes_precedence_over_init(sim_dir, run_dir, tmp_path):
-    cfg = TrainingConfig(arch=("vit_tiny",), max_steps=4, batch_size=8, val_every=2, lr=0.0, amp=False)
+def test_resume_continues_the_members_own_lineage(sim_dir, run_dir, tmp_path):
+    import shutil
+
+    from lenstrt.errors import ConfigError
+    from lenstrt.train import init as winit
+
+    cfg = TrainingConfig(arch=("vit_tiny",), max_steps=4, batch_size=8, val_every=2, amp=False)
     tr, va = split(load_training_data([str(sim_dir)]), 0.2, 0)
     t = Trainer(cfg, DataConfig(), "cpu", progress=False)
-    t.train_member("vit_tiny", 3, tr, va, tmp_path / "b", _stop_at_step=2)  # "crash" with its own weights
-    own = ck.load(tmp_path / "b" / "last.pt")["state_dict"]
-    src = ck.load(run_dir / "vit_tiny-s1000" / "best.pt")
-    t.train_member("vit_tiny", 3, tr, va, tmp_path / "b", resume=True, init=src)
-    got = ck.load(tmp_path / "b" / "last.pt")["state_dict"]
-    assert all(torch.equal(own[k], got[k]) for k in own)
-    assert not all(torch.equal(src["state_dict"][k], got[k]) for k in own)
+    shutil.copy(run_dir / "vit_tiny-s1000" / "best.pt", tmp_path / "src.pt")
+    (meta,), _ = winit.resolve(str(tmp_path / "src.pt"), [("vit_tiny", 3)])
+    t.train_member("vit_tiny", 3, tr, va, tmp_path / "b", _stop_at_step=2, init=meta)  # "crash" after step 2
+    t.train_member("vit_tiny", 3, tr, va, tmp_path / "a", init=meta)                   # uninterrupted
+    (tmp_path / "src.pt").write_bytes(b"moved away")  # the resume must not read the source again
+    t.train_member("vit_tiny", 3, tr, va, tmp_path / "b", resume=True, init=meta)
+    a, b = ck.load(tmp_path / "a" / "last.pt"), ck.load(tmp_path / "b" / "last.pt")
+    assert b["step"] == 4 and b["init"] == winit.record(meta)
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    with pytest.raises(ConfigError, match="started from --init .*src.pt; resume with --init"):
+        t.train_member("vit_tiny", 3, tr, va, tmp_path / "b", resume=True)
+    t.train_member("vit_tiny", 3, tr, va, tmp_path / "c", _stop_at_step=2)
+    with pytest.raises(ConfigError, match="started from random weights; resume with no --init"):
+        t.train_member("vit_tiny", 3, tr, va, tmp_path / "c", resume=True, init=meta)

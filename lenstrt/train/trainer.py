@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,21 +44,16 @@ class Dataset:
 
 
 def load_training_data(paths: list[str]) -> Dataset:
-    import h5py
-
     from lenstrt.data.readers import expand_paths, load_all
     from lenstrt.train.data import data_hash
+    from lenstrt.train.stream import bands_survey_scale
 
     files = expand_paths(paths)
     d = load_all(files)
-    bands, survey = [f"band{i}" for i in range(d["images"].shape[1])], "unknown"
-    scale = None
-    if files[0].suffix in (".h5", ".hdf5"):
-        with h5py.File(files[0], "r") as f:
-            if "bands" in f.attrs:
-                bands = json.loads(f.attrs["bands"])
-            survey = str(f.attrs.get("survey", survey))
-            scale = float(f.attrs["pixel_scale"]) if f.attrs.get("pixel_scale") else None
+    # the same names, survey and scale as streamed training reads (FITS band headers too), so a
+    # checkpoint records the same bands however its data were loaded
+    names, survey, scale = bands_survey_scale(str(files[0]))
+    bands = names or [f"band{i}" for i in range(d["images"].shape[1])]
     return Dataset(d["images"], d["labels"], bands, survey, int(d["images"].shape[-1]), data_hash(files),
                    float(d["labels"].mean()), scale)
 
@@ -206,12 +202,13 @@ class Trainer:
     # -- one member ---------------------------------------------------------------------------
     def train_member(self, arch: str, seed: int, train: Dataset, val: Dataset, out: Path, resume: bool = False,
                      _stop_at_step: int | None = None, init: dict[str, Any] | None = None) -> dict[str, Any]:
-        """`init`: a checkpoint whose weights the model starts from (`--init`); a resumed run's own
-        last.pt takes precedence."""
+        """`init`: the source (`lenstrt.train.init.resolve`) whose weights the model starts from
+        (`--init`); a resumed member continues from its own last.pt, which must come from the same source."""
         import torch
 
         from lenstrt.models import create_model, prefers_channels_last
         from lenstrt.progress import progress_bar
+        from lenstrt.train import init as winit
         from lenstrt.train.data import InMemoryCutouts, ResumableBatches, SimulatedStream, collate_batched
         from lenstrt.train.distributed import broadcast, gather
         from lenstrt.train.hardware import loader_settings
@@ -222,8 +219,10 @@ class Trainer:
         torch.manual_seed(seed)
         kw = arch_kwargs(arch, cfg)
         model = create_model(arch, len(train.bands), train.image_size, **kw)
-        if init is not None and not (resume and (out / "last.pt").is_file()):
-            load_init(model, init, arch, train)
+        warm = init is not None and not (resume and (out / "last.pt").is_file())
+        if warm:
+            winit.load_weights(model, init)  # type: ignore[arg-type]
+        self._init = winit.record(init)
         model = model.to(dev)
         channels_last = cfg.channels_last and prefers_channels_last(arch)
         if channels_last:
@@ -243,6 +242,10 @@ class Trainer:
         saved_rng = None
         if resume and last_path.is_file():
             state = ck.load(last_path)
+            had = (state.get("init") or {}).get("path")
+            if had != (init or {}).get("path"):
+                raise ConfigError(f"{last_path}: this member started from {('--init ' + had) if had else 'random weights'}"
+                                  f"; resume with {('--init ' + had) if had else 'no --init'}")
             model.load_state_dict(state["state_dict"])
             opt.load_state_dict(state["optimizer"])
             if state.get("scaler"):
@@ -295,6 +298,10 @@ class Trainer:
                                                  prefetch_factor=ls.prefetch_factor, generator=lgen)
         writer = self._tracker(out) if dist.main else None
         amp_dtype = getattr(torch, prec.dtype) if prec.enabled else None
+        if warm and dist.main:  # the source is the baseline: best.pt is never worse than where --init started
+            best_auc, vloss = self._validate(model, val, amp_dtype)
+            history.append({"step": 0, "val_auc": best_auc, "val_loss": vloss, "elapsed_s": 0.0})
+            ck.save(best_path, self._payload(model, arch, kw, seed, train, step, history))
         t_start = time.perf_counter()
         seen, t_rate, last_auc = 0, time.perf_counter(), float("nan")
         bar_total = int(budget_s) if budget_s else total_steps
@@ -429,7 +436,7 @@ class Trainer:
             "temperature": 1.0, "metrics": {}, "config": cfg, "seed": seed, "step": step,
             "train_lens_fraction": train.lens_fraction, "history": list(history),
             "versions": {"lenstrt": __version__, "torch": str(torch.__version__)}, "data_hash": train.data_hash,
-            "precision": self.precision.dtype,
+            "precision": self.precision.dtype, "init": getattr(self, "_init", None),
         }
 
     def _tracker(self, out: Path):
@@ -444,35 +451,23 @@ class Trainer:
         return Tracker(kinds, out, out.name, cfg)
 
 
-def init_checkpoints(spec: str, plan: list[tuple[str, int]]) -> list[dict[str, Any]]:
-    """The checkpoint each member of `plan` starts from: `spec` is a checkpoint or a run directory, and
-    the k-th member of an architecture takes the k-th checkpoint of that architecture (cycling)."""
-    by_arch: dict[str, list[dict[str, Any]]] = {}
-    for path in ck.resolve(spec):
-        c = ck.load(path)
-        c["_path"] = str(path)
-        by_arch.setdefault(c["arch"], []).append(c)
-    out, used = [], {a: 0 for a in by_arch}
-    for arch, _ in plan:
-        if arch not in by_arch:
-            raise ConfigError(f"--init {spec}: holds no {arch} checkpoint (it has {', '.join(sorted(by_arch))}); "
-                              f"train with --arch {' --arch '.join(sorted(by_arch))} or pass a {arch} run")
-        out.append(by_arch[arch][used[arch] % len(by_arch[arch])])
-        used[arch] += 1
-    return out
+def _check_inits(cfg: TrainingConfig, plan, inits, train: Dataset, out: Path, resume: bool) -> list[str]:
+    """One ConfigError for a source that cannot start its member (metadata, then the weights' fit, each
+    distinct source once); the notes to print. Members that resume from their own last.pt are skipped."""
+    from lenstrt.models import create_model
+    from lenstrt.train import init as winit
 
-
-def load_init(model, init: dict[str, Any], arch: str, train: Dataset) -> None:
-    """Copy a checkpoint's weights into a fresh model; any mismatch is one ConfigError naming the file."""
-    where = init.get("_path", "--init")
-    if list(init["bands"]) != list(train.bands) or int(init["image_size"]) != int(train.image_size):
-        raise ConfigError(f"{where}: trained on bands {','.join(init['bands'])} at {init['image_size']} px, the data "
-                          f"are {','.join(train.bands)} at {train.image_size} px; --init needs the same bands and size")
-    try:
-        model.load_state_dict(init["state_dict"])
-    except RuntimeError as exc:  # same arch, other builder arguments (dropout is weightless; the stem is not)
-        raise ConfigError(f"{where}: its {arch} weights do not fit this config's model "
-                          f"({str(exc).splitlines()[0]}); use the training config it was trained with") from exc
+    notes: list[str] = []
+    fitted: set[tuple[str, str]] = set()
+    for (arch, seed), meta in zip(plan, inits):
+        if meta is None or (resume and (out / f"{arch}-s{seed}" / "last.pt").is_file()):
+            continue
+        kw = arch_kwargs(arch, cfg)
+        notes += winit.check(meta, arch, kw, train, PREPROCESS_SPEC)
+        if (arch, meta["path"]) not in fitted:
+            winit.load_weights(create_model(arch, len(train.bands), train.image_size, **kw), meta)
+            fitted.add((arch, meta["path"]))
+    return notes
 
 
 def peak_rss_mb() -> dict[str, float] | None:
@@ -533,12 +528,13 @@ def _wait_for_json(path: Path, token: str | None, poll_s: float = 1.0) -> dict[s
 def _train(cfg: TrainingConfig, dcfg: DataConfig, data: list[str], out: Path, dev: str, resume: bool, progress: bool,
            dist) -> dict[str, Any]:
     from lenstrt.train import distributed as ddp
+    from lenstrt.train import init as winit
     from lenstrt.train.hardware import loader_settings
     from lenstrt.train.stream import choose_streaming
 
     progress = progress and dist.main
     plan = [(arch, cfg.seed + 1000 * a_i + m) for a_i, arch in enumerate(cfg.arch) for m in range(cfg.members)]
-    inits = init_checkpoints(cfg.init, plan) if cfg.init else [None] * len(plan)  # a bad --init fails before loading
+    inits, notes = winit.resolve(cfg.init, plan) if cfg.init else ([None] * len(plan), [])  # before the data load
     streaming, data_why = (False, "simulated on the fly") if dcfg.simulate_on_the_fly else \
         choose_streaming(list(data), dcfg.stream, processes=dist.world)
     streaming, data_why = ddp.broadcast(dist, (streaming, data_why))  # every rank must load the same way
@@ -548,6 +544,9 @@ def _train(cfg: TrainingConfig, dcfg: DataConfig, data: list[str], out: Path, de
         tr, va = load_streamed_data(list(data), cfg, dcfg)
     else:
         tr, va = split(load_training_data(data), cfg.val_fraction, cfg.seed)
+    notes += _check_inits(cfg, plan, inits, tr, out, resume)  # every member's source, before the first trains
+    for note in dict.fromkeys(notes) if dist.main else ():
+        print(f"note: {note}", file=sys.stderr, flush=True)
     by_member = cfg.member_parallel and dist.active
     # Member-parallel: each rank trains its members whole and alone (no gradient sync: a single-process
     # Trainer), on its own GPU; rank 0 collects the results from files, as members may take hours longer
@@ -577,7 +576,7 @@ def _train(cfg: TrainingConfig, dcfg: DataConfig, data: list[str], out: Path, de
                         "mode": "member-parallel" if by_member else ("ddp" if dist.active else None),
                         "effective_batch": cfg.batch_size * (1 if by_member else dist.world)},
         "lenstrt_version": __version__, "peak_rss_mb": peak_rss_mb(),
-        "init": [c["_path"] for c in inits] if cfg.init else None,
+        "init": [winit.record(m) for m in inits] if cfg.init else None,
     }
     if dist.main:
         write_json(out / "ensemble.json", manifest)
