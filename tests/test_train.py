@@ -162,6 +162,7 @@ def test_init_sources_per_member(run_dir):
 
 
 def test_init_mismatches_are_one_config_error(sim_dir, run_dir, tmp_path):
+    import hashlib
     import os
 
     from lenstrt.errors import ConfigError
@@ -184,10 +185,13 @@ def test_init_mismatches_are_one_config_error(sim_dir, run_dir, tmp_path):
                        PREPROCESS_SPEC) == [f"--init {meta['path']}: trained on euclid-vis (0.1\"/px), fine-tuning on "
                                             "lsst-gri (0.2\"/px)"]
     c = ck.load(meta["path"])
-    ck.save(tmp_path / "part.pt", {**c, "state_dict": {k: v for k, v in c["state_dict"].items()
-                                                      if not k.startswith("backbone.fc")}})
+    part = ck.save(tmp_path / "part.pt", {**c, "state_dict": {k: v for k, v in c["state_dict"].items()
+                                                             if not k.startswith("backbone.fc")}})
+    model = create_model("resnet18", 3, 64, **kw)
+    with pytest.raises(ConfigError, match="part.pt: changed since this run checked it"):
+        winit.load_weights(model, {**meta, "path": str(part)})  # the bytes checked were the source's
     with pytest.raises(ConfigError, match="part.pt: its resnet18 weights do not fit"):
-        winit.load_weights(create_model("resnet18", 3, 64, **kw), {**meta, "path": str(tmp_path / "part.pt")})
+        winit.load_weights(model, {**meta, "path": str(part), "sha256": hashlib.sha256(part.read_bytes()).hexdigest()})
     # an ensemble's second member that cannot start fails before the first one trains
     src = tmp_path / "src"
     for m in ("resnet18-s0", "vit_tiny-s1000"):
@@ -221,8 +225,45 @@ def test_resume_continues_the_members_own_lineage(sim_dir, run_dir, tmp_path):
     assert b["step"] == 4 and b["init"] == winit.record(meta)
     for k in a["state_dict"]:
         assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
-    with pytest.raises(ConfigError, match="started from --init .*src.pt; resume with --init"):
+    with pytest.raises(ConfigError, match="started from --init .*src.pt; resume with that --init"):
         t.train_member("vit_tiny", 3, tr, va, tmp_path / "b", resume=True)
     t.train_member("vit_tiny", 3, tr, va, tmp_path / "c", _stop_at_step=2)
-    with pytest.raises(ConfigError, match="started from random weights; resume with no --init"):
+    with pytest.raises(ConfigError, match="started from random weights; resume without --init"):
         t.train_member("vit_tiny", 3, tr, va, tmp_path / "c", resume=True, init=meta)
+
+
+def test_resume_of_a_warm_started_run_needs_no_source(sim_dir, run_dir, tmp_path):
+    import shutil
+
+    from lenstrt.errors import ConfigError
+    from lenstrt.train.trainer import train
+
+    src = tmp_path / "src" / "vit_tiny-s1000" / "best.pt"
+    src.parent.mkdir(parents=True)
+    shutil.copy(run_dir / "vit_tiny-s1000" / "best.pt", src)
+    cfg = TrainingConfig(arch=("vit_tiny",), max_steps=2, batch_size=8, val_every=2, init=str(tmp_path / "src"))
+    first = train(cfg, DataConfig(), [str(sim_dir)], tmp_path / "r", device="cpu", progress=False)
+    shutil.rmtree(tmp_path / "src")  # moved away after the run
+    again = train(cfg, DataConfig(), [str(sim_dir)], tmp_path / "r", device="cpu", resume=True, progress=False)
+    assert again["init"] == first["init"] and first["init"][0]["path"] == str(src.resolve())
+    with pytest.raises(ConfigError, match="vit_tiny-s0/last.pt: this member started from --init .*; resume with"):
+        train(replace(cfg, init=None), DataConfig(), [str(sim_dir)], tmp_path / "r", device="cpu", resume=True,
+              progress=False)
+    with pytest.raises(ConfigError, match="src not found|no ensemble.json or best.pt"):
+        train(cfg, DataConfig(), [str(sim_dir)], tmp_path / "new", device="cpu", progress=False)
+
+
+def test_warm_start_keeps_the_source_when_training_only_gets_worse(sim_dir, run_dir, tmp_path, monkeypatch):
+    from lenstrt.train import init as winit
+
+    aucs = iter([0.9] + [0.2] * 10)  # the source validates best; every later validation is worse
+    monkeypatch.setattr(Trainer, "_validate", lambda self, model, val, amp: (next(aucs), 1.0))
+    cfg = TrainingConfig(arch=("vit_tiny",), max_steps=4, batch_size=8, val_every=2, lr=1e-2, amp=False)
+    tr, va = split(load_training_data([str(sim_dir)]), 0.2, 0)
+    (meta,), _ = winit.resolve(str(run_dir), [("vit_tiny", 3)])
+    Trainer(cfg, DataConfig(), "cpu", progress=False).train_member("vit_tiny", 3, tr, va, tmp_path / "w", init=meta)
+    best, last = ck.load(tmp_path / "w" / "best.pt"), ck.load(tmp_path / "w" / "last.pt")
+    src = ck.load(meta["path"])["state_dict"]
+    assert best["step"] == 0 and last["step"] == 4 and best["init"] == winit.record(meta)
+    assert all(torch.equal(src[k], best["state_dict"][k]) for k in src)
+    assert not all(torch.equal(src[k], last["state_dict"][k]) for k in src)  # it did train

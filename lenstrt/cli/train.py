@@ -39,7 +39,7 @@ from lenstrt.cli import options
                    "each), instead of every member on all N ranks with DDP.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoints.")
-@click.option("--init", "init", type=click.Path(exists=True), default=None,
+@click.option("--init", "init", type=click.Path(), default=None,
               help="Start from the weights of this checkpoint or run directory (fine-tuning); optimizer and "
                    "LR schedule start fresh.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory.")

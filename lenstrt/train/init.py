@@ -2,7 +2,8 @@
 what the run records about it.
 
 Everything that can be wrong with a source is checked before the first member trains (an ensemble's
-third member must not fail an hour in); the weights themselves are read only when a member starts."""
+third member must not fail an hour in); when a member starts, the bytes it loads must still be the ones
+checked and recorded (sha256)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ def resolve(spec: str, plan: list[tuple[str, int]]) -> tuple[list[dict[str, Any]
         raise ConfigError(f"--init {spec}: {exc}") from exc
     by_arch: dict[str, list[dict[str, Any]]] = {}
     for path in paths:
+        if not Path(path).is_file():
+            raise ConfigError(f"--init {spec}: {path} not found; pass a checkpoint (.pt) or a `lenstrt train` run "
+                              "directory")
         try:
             data = Path(path).read_bytes()
             c = ck.load(path, data=data)
@@ -45,7 +49,7 @@ def resolve(spec: str, plan: list[tuple[str, int]]) -> tuple[list[dict[str, Any]
     notes = [f"--init {spec}: {used[a]} {a} member(s) share {len(by_arch[a])} checkpoint(s): some start from the "
              f"same weights" for a in sorted(by_arch) if used[a] > len(by_arch[a])]
     notes += [f"--init {spec}: {len(by_arch[a]) - used[a]} of its {a} checkpoint(s) unused"
-              for a in sorted(by_arch) if 0 < used[a] < len(by_arch[a])]
+              for a in sorted(by_arch) if used[a] < len(by_arch[a])]
     return out, notes
 
 
@@ -68,17 +72,24 @@ def check(meta: dict[str, Any], arch: str, kwargs: dict[str, Any], train, prepro
                           "trained with")
     notes = []
     if meta.get("survey") != train.survey or meta.get("pixel_scale") != train.pixel_scale:
-        notes.append(f"--init {where}: trained on {meta.get('survey')} ({meta.get('pixel_scale')}\"/px), fine-tuning "
-                     f"on {train.survey} ({train.pixel_scale}\"/px)")
+        def scale(v):
+            return f"{v}\"/px" if v else "pixel scale unknown"
+        notes.append(f"--init {where}: trained on {meta.get('survey')} ({scale(meta.get('pixel_scale'))}), "
+                     f"fine-tuning on {train.survey} ({scale(train.pixel_scale)})")
     return notes
 
 
 def load_weights(model, meta: dict[str, Any]) -> None:
     """Copy the source's weights into a fresh (CPU) model; a misfit is one ConfigError naming the file."""
     try:
-        state = ck.load(meta["path"])["state_dict"]
-    except LenstrtError as exc:
-        raise ConfigError(f"--init: {exc}") from exc
+        data = Path(meta["path"]).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"--init: {meta['path']} cannot be read ({exc.strerror}); it was there when the run "
+                          "started") from exc
+    if hashlib.sha256(data).hexdigest() != meta["sha256"]:
+        raise ConfigError(f"{meta['path']}: changed since this run checked it (another run writing it?); start "
+                          "again from a finished source")
+    state = ck.load(meta["path"], data=data)["state_dict"]
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
@@ -93,5 +104,16 @@ def record(meta: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: meta.get(k) for k in ("path", "sha256", "arch", "step", "survey", "data_hash")}
 
 
-def same_spec(a: str | None, b: str | None) -> bool:
-    return (a is None) == (b is None) and (a is None or Path(a).resolve() == Path(b).resolve())  # type: ignore[arg-type]
+def same_lineage(last: Path, had: dict[str, Any] | None, now: dict[str, Any] | None) -> None:
+    """A resumed member continues what it started: from the same source (same path, or the same bytes
+    moved elsewhere), or from random weights; anything else is one ConfigError naming its last.pt."""
+    if had is None and now is None:
+        return
+    if had is None:
+        raise ConfigError(f"{last}: this member started from random weights; resume without --init")
+    if now is None:
+        raise ConfigError(f"{last}: this member started from --init {had['path']}; resume with that --init "
+                          "(it is not read again)")
+    if now.get("path") != had.get("path") and now.get("sha256") != had.get("sha256"):
+        raise ConfigError(f"{last}: this member started from --init {had['path']}, not {now['path']}; resume "
+                          "with that --init")

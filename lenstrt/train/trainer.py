@@ -221,6 +221,7 @@ class Trainer:
         model = create_model(arch, len(train.bands), train.image_size, **kw)
         warm = init is not None and not (resume and (out / "last.pt").is_file())
         if warm:
+            winit.check(init, arch, kw, train, PREPROCESS_SPEC)  # type: ignore[arg-type]
             winit.load_weights(model, init)  # type: ignore[arg-type]
         self._init = winit.record(init)
         model = model.to(dev)
@@ -242,10 +243,8 @@ class Trainer:
         saved_rng = None
         if resume and last_path.is_file():
             state = ck.load(last_path)
-            had = (state.get("init") or {}).get("path")
-            if had != (init or {}).get("path"):
-                raise ConfigError(f"{last_path}: this member started from {('--init ' + had) if had else 'random weights'}"
-                                  f"; resume with {('--init ' + had) if had else 'no --init'}")
+            winit.same_lineage(last_path, state.get("init"), init)
+            self._init = state.get("init")  # what the member started from, not what that path holds now
             model.load_state_dict(state["state_dict"])
             opt.load_state_dict(state["optimizer"])
             if state.get("scaler"):
@@ -298,11 +297,13 @@ class Trainer:
                                                  prefetch_factor=ls.prefetch_factor, generator=lgen)
         writer = self._tracker(out) if dist.main else None
         amp_dtype = getattr(torch, prec.dtype) if prec.enabled else None
+        t_start = time.perf_counter()  # before the baseline validation: the budget counts every validation
         if warm and dist.main:  # the source is the baseline: best.pt is never worse than where --init started
             best_auc, vloss = self._validate(model, val, amp_dtype)
             history.append({"step": 0, "val_auc": best_auc, "val_loss": vloss, "elapsed_s": 0.0})
             ck.save(best_path, self._payload(model, arch, kw, seed, train, step, history))
-        t_start = time.perf_counter()
+            if writer:
+                writer.scalars({"val/auc": best_auc, "val/loss": vloss}, 0)
         seen, t_rate, last_auc = 0, time.perf_counter(), float("nan")
         bar_total = int(budget_s) if budget_s else total_steps
         fields = "loss {task.fields[loss]} AUROC {task.fields[auc]} {task.fields[ips]} img/s"
@@ -397,6 +398,9 @@ class Trainer:
                 tracker=None) -> dict[str, Any]:
         """Reload the best weights, fit the temperature on the validation split, write best.pt."""
         best = ck.load(out / "best.pt")
+        if best.get("init") and best["step"] == 0:
+            print(f"note: {arch}-s{seed}: no validation beat the --init source; best.pt holds its weights "
+                  "(recalibrated)", file=sys.stderr, flush=True)
         model = ck.build_model(best).to(self.device)
         logits = predict_logits(model, val.images, self.device)
         temperature = fit_temperature(val.labels, logits)
@@ -451,7 +455,28 @@ class Trainer:
         return Tracker(kinds, out, out.name, cfg)
 
 
-def _check_inits(cfg: TrainingConfig, plan, inits, train: Dataset, out: Path, resume: bool) -> list[str]:
+def _member_sources(cfg: TrainingConfig, plan, out: Path, resume: bool) -> tuple[list[dict[str, Any] | None],
+                                                                                   list[bool], list[str]]:
+    """(each member's source, whether it resumes from its own last.pt, notes). A resumed member keeps the
+    source its last.pt records (and must be resumed the way it started); `--init` is read only when some
+    member still has to start, so a finished or moved source does not block a resume."""
+    from lenstrt.train import init as winit
+
+    lasts = [out / f"{a}-s{s}" / "last.pt" for a, s in plan]
+    resuming = [resume and p.is_file() for p in lasts]
+    recorded = [ck.load(p).get("init") if r else None for p, r in zip(lasts, resuming)]
+    metas, notes = ([None] * len(plan), [])
+    if cfg.init and not all(resuming):
+        metas, notes = winit.resolve(cfg.init, plan)  # type: ignore[assignment]
+    for i, r in enumerate(resuming):
+        if r:
+            # with every member resuming, --init is not read: only whether one was given can be checked
+            winit.same_lineage(lasts[i], recorded[i], metas[i] if metas[i] is not None else
+                               (recorded[i] or {"path": cfg.init}) if cfg.init else None)
+    return [rec if r else m for rec, m, r in zip(recorded, metas, resuming)], resuming, notes
+
+
+def _check_inits(cfg: TrainingConfig, plan, inits, resuming: list[bool], train: Dataset) -> list[str]:
     """One ConfigError for a source that cannot start its member (metadata, then the weights' fit, each
     distinct source once); the notes to print. Members that resume from their own last.pt are skipped."""
     from lenstrt.models import create_model
@@ -459,8 +484,8 @@ def _check_inits(cfg: TrainingConfig, plan, inits, train: Dataset, out: Path, re
 
     notes: list[str] = []
     fitted: set[tuple[str, str]] = set()
-    for (arch, seed), meta in zip(plan, inits):
-        if meta is None or (resume and (out / f"{arch}-s{seed}" / "last.pt").is_file()):
+    for (arch, _), meta, r in zip(plan, inits, resuming):
+        if meta is None or r:
             continue
         kw = arch_kwargs(arch, cfg)
         notes += winit.check(meta, arch, kw, train, PREPROCESS_SPEC)
@@ -472,8 +497,6 @@ def _check_inits(cfg: TrainingConfig, plan, inits, train: Dataset, out: Path, re
 
 def peak_rss_mb() -> dict[str, float] | None:
     """Peak resident memory of this process and of its largest finished child (loader workers), MiB."""
-    import sys
-
     try:
         import resource
     except ImportError:  # not on Windows
@@ -534,7 +557,7 @@ def _train(cfg: TrainingConfig, dcfg: DataConfig, data: list[str], out: Path, de
 
     progress = progress and dist.main
     plan = [(arch, cfg.seed + 1000 * a_i + m) for a_i, arch in enumerate(cfg.arch) for m in range(cfg.members)]
-    inits, notes = winit.resolve(cfg.init, plan) if cfg.init else ([None] * len(plan), [])  # before the data load
+    inits, resuming, notes = _member_sources(cfg, plan, out, resume)  # before the data load
     streaming, data_why = (False, "simulated on the fly") if dcfg.simulate_on_the_fly else \
         choose_streaming(list(data), dcfg.stream, processes=dist.world)
     streaming, data_why = ddp.broadcast(dist, (streaming, data_why))  # every rank must load the same way
@@ -544,7 +567,7 @@ def _train(cfg: TrainingConfig, dcfg: DataConfig, data: list[str], out: Path, de
         tr, va = load_streamed_data(list(data), cfg, dcfg)
     else:
         tr, va = split(load_training_data(data), cfg.val_fraction, cfg.seed)
-    notes += _check_inits(cfg, plan, inits, tr, out, resume)  # every member's source, before the first trains
+    notes += _check_inits(cfg, plan, inits, resuming, tr)  # every member's source, before the first trains
     for note in dict.fromkeys(notes) if dist.main else ():
         print(f"note: {note}", file=sys.stderr, flush=True)
     by_member = cfg.member_parallel and dist.active
@@ -576,7 +599,7 @@ def _train(cfg: TrainingConfig, dcfg: DataConfig, data: list[str], out: Path, de
                         "mode": "member-parallel" if by_member else ("ddp" if dist.active else None),
                         "effective_batch": cfg.batch_size * (1 if by_member else dist.world)},
         "lenstrt_version": __version__, "peak_rss_mb": peak_rss_mb(),
-        "init": [winit.record(m) for m in inits] if cfg.init else None,
+        "init": [winit.record(m) for m in inits] if any(m is not None for m in inits) else None,
     }
     if dist.main:
         write_json(out / "ensemble.json", manifest)
