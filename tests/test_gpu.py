@@ -37,6 +37,24 @@ def test_amp_training_steps_on_cuda(sim_dir, tmp_path):
     assert "cuda" in last["rng_state"]  # dropout on CUDA draws from the CUDA generators
 
 
+def test_warm_start_on_cuda(sim_dir, run_dir, tmp_path):
+    """--init on a GPU: the source's (CPU) weights reach the CUDA model, which trains from them (lr 0: the
+    weights cannot move, so best.pt must hold the source's exactly; BatchNorm-free ViT)."""
+    import torch
+
+    from lenstrt import checkpoint as ck
+    from lenstrt.config import DataConfig, TrainingConfig
+    from lenstrt.train.trainer import train
+
+    cfg = TrainingConfig(arch=("vit_tiny",), max_steps=4, batch_size=16, val_every=2, lr=0.0, init=str(run_dir))
+    m = train(cfg, DataConfig(), [str(sim_dir)], tmp_path, device="cuda", progress=False)
+    assert m["init"][0]["arch"] == "vit_tiny"
+    src = ck.load(run_dir / "vit_tiny-s1000" / "best.pt")["state_dict"]
+    got = ck.load(tmp_path / "vit_tiny-s0" / "best.pt")["state_dict"]
+    for k in src:
+        assert torch.equal(src[k], got[k]), k
+
+
 def test_cuda_resume_is_exact(sim_dir, tmp_path):
     """Stopped at step 4 and resumed == uninterrupted, weight for weight, with dropout and augmentation on
     the GPU (needs the CUDA RNG state in the checkpoint)."""
