@@ -115,10 +115,18 @@ def test_training_on_the_fly_simulation(sim_dir, tmp_path):
     from lenstrt.train.trainer import train
 
     cfg = TrainingConfig(arch=("vit_tiny",), max_steps=4, batch_size=8, val_every=2, warmup_steps=1)
-    m = train(cfg, DataConfig(simulate_on_the_fly=True, num_workers=1), [str(sim_dir)], tmp_path, device="cpu",
-              progress=False)
+    m = train(cfg, DataConfig(simulate_on_the_fly=True, num_workers=1, survey="lsst-gri-survey"), [str(sim_dir)],
+              tmp_path, device="cpu", progress=False)
     assert m["loader"]["num_workers"] == 1 and m["members"][0]["metrics"]["train_steps"] == 4
     assert (tmp_path / "vit_tiny-s0" / "best.pt").is_file()
+    # the checkpoint records the preset the batches came from, not the validation files'
+    c = ck.load(tmp_path / "vit_tiny-s0" / "best.pt")
+    assert m["data"]["survey"] == c["survey"] == "lsst-gri-survey" and c["pixel_scale"] == 0.2
+    from lenstrt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="bands g,r,i, but --simulate-on-the-fly draws euclid-vis's VIS"):
+        train(cfg, DataConfig(simulate_on_the_fly=True, survey="euclid-vis"), [str(sim_dir)], tmp_path / "e",
+              device="cpu", progress=False)
 
 
 def test_init_starts_from_the_checkpoints_weights(sim_dir, run_dir, tmp_path):

@@ -455,6 +455,22 @@ class Trainer:
         return Tracker(kinds, out, out.name, cfg)
 
 
+def _simulated_population(train: Dataset, survey_name: str, data: list[str]) -> Dataset:
+    """With --simulate-on-the-fly the batches come from the preset and only validation from the files:
+    the checkpoint records the preset (survey, pixel scale), and files of other bands cannot validate it."""
+    import dataclasses
+
+    from lenstrt.data.simulate.presets import load_survey
+
+    survey = load_survey(survey_name, train.image_size)
+    named = not all(b == f"band{i}" for i, b in enumerate(train.bands))
+    if len(survey.band_names) != len(train.bands) or named and survey.band_names != list(train.bands):
+        raise ConfigError(f"{data[0]}: bands {','.join(train.bands)}, but --simulate-on-the-fly draws "
+                          f"{survey.name}'s {','.join(survey.band_names)}; validate on cutouts of that preset "
+                          f"(`lenstrt simulate --survey {survey_name}`)")
+    return dataclasses.replace(train, bands=survey.band_names, survey=survey.name, pixel_scale=survey.pixel_scale)
+
+
 def _member_sources(cfg: TrainingConfig, plan, out: Path, resume: bool) -> tuple[list[dict[str, Any] | None],
                                                                                    list[bool], list[str]]:
     """(each member's source, whether it resumes from its own last.pt, notes). A resumed member keeps the
@@ -567,6 +583,8 @@ def _train(cfg: TrainingConfig, dcfg: DataConfig, data: list[str], out: Path, de
         tr, va = load_streamed_data(list(data), cfg, dcfg)
     else:
         tr, va = split(load_training_data(data), cfg.val_fraction, cfg.seed)
+    if dcfg.simulate_on_the_fly:
+        tr = _simulated_population(tr, dcfg.survey, data)
     notes += _check_inits(cfg, plan, inits, resuming, tr)  # every member's source, before the first trains
     for note in dict.fromkeys(notes) if dist.main else ():
         print(f"note: {note}", file=sys.stderr, flush=True)
