@@ -70,6 +70,23 @@ def test_training_step_on_the_device(sim_dir, arch, channels_last):
     assert all(p.grad is not None and p.grad.device.type == META for p in model.parameters() if p.requires_grad)
 
 
+def test_warm_started_model_trains_on_the_device(sim_dir, run_dir):
+    """--init as train_member does it: the source's weights go into the CPU model, which then moves; no
+    CPU tensor may stay behind to meet the device batch."""
+    from lenstrt.train import init as winit
+
+    (meta,), _ = winit.resolve(str(run_dir), [("resnet18", 0)])
+    model = create_model("resnet18", 3, 64, **meta["arch_kwargs"])
+    winit.load_weights(model, meta)
+    model = model.to(META).to(memory_format=torch.channels_last).train()
+    data = load_training_data([str(sim_dir)])
+    x, y = torch.from_numpy(data.images[:8]), torch.from_numpy(data.labels[:8].astype(np.float32))
+    loss = forward_loss(model, x, y, META, step=0, seed=0, augment=True, channels_last=True, amp_dtype=None)
+    assert loss.device.type == META and loss.shape == ()
+    loss.backward()
+    assert all(p.grad is not None and p.grad.device.type == META for p in model.parameters() if p.requires_grad)
+
+
 def test_validation_prediction_on_the_device():
     model = create_model("resnet18", 3, 64).to(META)
     images = np.zeros((10, 3, 64, 64), np.float32)

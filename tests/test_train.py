@@ -196,6 +196,9 @@ def test_init_mismatches_are_one_config_error(sim_dir, run_dir, tmp_path):
     part = ck.save(tmp_path / "part.pt", {**c, "state_dict": {k: v for k, v in c["state_dict"].items()
                                                              if not k.startswith("backbone.fc")}})
     model = create_model("resnet18", 3, 64, **kw)
+    winit.check_fit(model, meta)  # from the shapes resolve kept: no second read of the source
+    with pytest.raises(ConfigError, match="weights do not fit this config's model \\(2 tensor\\(s\\) missing"):
+        winit.check_fit(model, {**meta, "shapes": {k: v for k, v in meta["shapes"].items() if "fc" not in k}})
     with pytest.raises(ConfigError, match="part.pt: changed since this run checked it"):
         winit.load_weights(model, {**meta, "path": str(part)})  # the bytes checked were the source's
     with pytest.raises(ConfigError, match="part.pt: its resnet18 weights do not fit"):

@@ -37,7 +37,8 @@ def resolve(spec: str, plan: list[tuple[str, int]]) -> tuple[list[dict[str, Any]
         except (OSError, LenstrtError) as exc:
             raise ConfigError(f"--init {spec}: {exc}") from exc
         meta = {k: v for k, v in c.items() if k not in ("state_dict", "optimizer", "scaler", "history")}
-        meta.update(path=str(Path(path).resolve()), sha256=hashlib.sha256(data).hexdigest())
+        meta.update(path=str(Path(path).resolve()), sha256=hashlib.sha256(data).hexdigest(),
+                    shapes={k: tuple(v.shape) for k, v in c["state_dict"].items()})  # checked without a re-read
         by_arch.setdefault(c["arch"], []).append(meta)
     out, used = [], dict.fromkeys(by_arch, 0)
     for arch, _ in plan:
@@ -77,6 +78,18 @@ def check(meta: dict[str, Any], arch: str, kwargs: dict[str, Any], train, prepro
         notes.append(f"--init {where}: trained on {meta.get('survey')} ({scale(meta.get('pixel_scale'))}), "
                      f"fine-tuning on {train.survey} ({scale(train.pixel_scale)})")
     return notes
+
+
+def check_fit(model, meta: dict[str, Any]) -> None:
+    """The source's weights fit `model` (the names and shapes load_state_dict's strict mode wants), from
+    the shapes `resolve` kept: one ConfigError naming the file otherwise."""
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    have = meta["shapes"]
+    bad = sorted(set(want) ^ set(have)) or sorted(k for k in want if want[k] != have[k])
+    if bad:
+        raise ConfigError(f"{meta['path']}: its {meta['arch']} weights do not fit this config's model ({len(bad)} "
+                          f"tensor(s) missing, extra or of another shape: {', '.join(bad[:3])}); use the training "
+                          "config it was trained with")
 
 
 def load_weights(model, meta: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -458,8 +458,6 @@ class Trainer:
 def _simulated_population(train: Dataset, survey_name: str, data: list[str]) -> Dataset:
     """With --simulate-on-the-fly the batches come from the preset and only validation from the files:
     the checkpoint records the preset (survey, pixel scale), and files of other bands cannot validate it."""
-    import dataclasses
-
     from lenstrt.data.simulate.presets import load_survey
 
     survey = load_survey(survey_name, train.image_size)
@@ -468,7 +466,7 @@ def _simulated_population(train: Dataset, survey_name: str, data: list[str]) -> 
         raise ConfigError(f"{data[0]}: bands {','.join(train.bands)}, but --simulate-on-the-fly draws "
                           f"{survey.name}'s {','.join(survey.band_names)}; validate on cutouts of that preset "
                           f"(`lenstrt simulate --survey {survey_name}`)")
-    return dataclasses.replace(train, bands=survey.band_names, survey=survey.name, pixel_scale=survey.pixel_scale)
+    return replace(train, bands=survey.band_names, survey=survey.name, pixel_scale=survey.pixel_scale)
 
 
 def _member_sources(cfg: TrainingConfig, plan, out: Path, resume: bool) -> tuple[list[dict[str, Any] | None],
@@ -485,10 +483,15 @@ def _member_sources(cfg: TrainingConfig, plan, out: Path, resume: bool) -> tuple
     if cfg.init and not all(resuming):
         metas, notes = winit.resolve(cfg.init, plan)  # type: ignore[assignment]
     for i, r in enumerate(resuming):
-        if r:
-            # with every member resuming, --init is not read: only whether one was given can be checked
-            winit.same_lineage(lasts[i], recorded[i], metas[i] if metas[i] is not None else
-                               (recorded[i] or {"path": cfg.init}) if cfg.init else None)
+        if not r:
+            continue
+        if not cfg.init:
+            now = None
+        elif metas[i] is not None:
+            now = metas[i]
+        else:  # every member resumes, so --init was not read: only that one was given can be checked
+            now = recorded[i] or {"path": cfg.init}
+        winit.same_lineage(lasts[i], recorded[i], now)
     return [rec if r else m for rec, m, r in zip(recorded, metas, resuming)], resuming, notes
 
 
@@ -506,7 +509,7 @@ def _check_inits(cfg: TrainingConfig, plan, inits, resuming: list[bool], train: 
         kw = arch_kwargs(arch, cfg)
         notes += winit.check(meta, arch, kw, train, PREPROCESS_SPEC)
         if (arch, meta["path"]) not in fitted:
-            winit.load_weights(create_model(arch, len(train.bands), train.image_size, **kw), meta)
+            winit.check_fit(create_model(arch, len(train.bands), train.image_size, **kw), meta)
             fitted.add((arch, meta["path"]))
     return notes
 
