@@ -42,7 +42,7 @@ class TrainingConfig:
     augment: bool = True
     band_jitter: float = 0.0             # each band's flux times 1 + U(-j, j) per cutout (calibration/colour
                                          # randomization: relative colours within a cutout are kept)
-    keep_stem_resolution: bool = True    # resnet18: drop the max-pool for small cutouts
+    keep_stem_resolution: bool = True    # resnet18, resnet18_half: drop the max-pool for small cutouts
     init: str | None = None              # warm start (fine-tuning): the weights of a checkpoint or run directory;
                                          # optimizer, schedule and step count start fresh
     tensorboard: bool = False            # the same as log: [tensorboard]

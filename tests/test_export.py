@@ -166,19 +166,21 @@ def test_tensorrt_engine_build_and_fingerprint(bundle_dir, tmp_path):
     assert json.dumps(info) and info["build"]["strongly_typed"]
 
 
-def test_a_mobilenet_member_exports_and_passes_the_fp32_and_fp16_gates(sim_dir, tmp_path):
-    """MobileNetV3 (hardswish, squeeze-excite) through the same exporter and gates as the ResNet."""
+@pytest.mark.parametrize("arch", ["mobilenet_v3_small", "resnet18_half"])
+def test_cpu_architectures_export_and_pass_the_fp32_and_fp16_gates(sim_dir, tmp_path, arch):
+    """MobileNetV3 (hardswish, squeeze-excite) and the half-width ResNet (a plain nn.Sequential) through the
+    same exporter and gates as resnet18."""
     from lenstrt.bundle import Bundle
     from lenstrt.config import DataConfig, TrainingConfig
     from lenstrt.export.pipeline import export_bundle
     from lenstrt.train.trainer import train
 
-    cfg = TrainingConfig(arch=("mobilenet_v3_small",), max_steps=20, batch_size=16, val_every=10, warmup_steps=5)
+    cfg = TrainingConfig(arch=(arch,), max_steps=20, batch_size=16, val_every=10, warmup_steps=5)
     train(cfg, DataConfig(), [str(sim_dir)], tmp_path / "run", device="cpu", progress=False)
     export_bundle([str(tmp_path / "run")], tmp_path / "b", fp16=True, batch=(1, 16, 64), data=[str(sim_dir)],
                   n_val=64, log=lambda *a: None)
     (mem,) = Bundle(tmp_path / "b").members
-    assert mem.entry["arch"] == "mobilenet_v3_small"
+    assert mem.entry["arch"] == arch
     assert set(mem.entry["artifacts"]) == {"onnx", "onnx_fp16"}
     a = mem.entry["agreement"]
     assert a["fp32"]["max_abs_logit_diff"] <= 1e-4 + 1e-5 * a["fp32"]["max_abs_ref_logit"]

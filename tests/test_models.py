@@ -6,7 +6,7 @@ from lenstrt.errors import ConfigError
 from lenstrt.models import create_model, export_spec, list_models
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small", "vit_tiny"])
+@pytest.mark.parametrize("arch", ["resnet18", "resnet18_half", "mobilenet_v3_small", "vit_tiny"])
 def test_scores_invariant_to_band_scale_and_sky(sim_dir, arch):
     from lenstrt.data.readers import load_all
 
@@ -25,10 +25,36 @@ def test_scores_invariant_to_band_scale_and_sky(sim_dir, arch):
 
 
 def test_registry_and_specs():
-    assert {"resnet18", "mobilenet_v3_small", "mobilenet_v3_large", "vit_b_16", "vit_small", "vit_tiny"} <= set(list_models())
+    assert {"resnet18", "resnet18_half", "mobilenet_v3_small", "mobilenet_v3_large", "vit_b_16", "vit_small",
+            "vit_tiny"} <= set(list_models())
     assert export_spec("vit_small").fp32_ops and export_spec("resnet18").opset >= 18
     with pytest.raises(ConfigError, match="unknown architecture 'resnet99'"):
         create_model("resnet99", 3, 64)
+
+
+def test_resnet18_half_keeps_resnet18s_resolution_at_half_the_width():
+    """The point of resnet18_half: each stage sees the map size ResNet-18's does (a 64 px cutout ends at
+    4x4, 2x2 with the max-pool), with half the channels and about a quarter of the weights."""
+    def stage_shapes(model, x):
+        shapes = []
+        hooks = [mod.register_forward_hook(lambda _m, _i, out: shapes.append(tuple(out.shape[1:])))
+                 for mod in model.modules() if type(mod).__name__ == "BasicBlock"]
+        model.eval()(x)
+        for h in hooks:
+            h.remove()
+        return shapes[1::2]  # the second block of each stage
+
+    x = torch.randn(2, 4, 64, 64)
+    full, half = create_model("resnet18", 4, 64), create_model("resnet18_half", 4, 64, dropout=0.2)
+    got, ref = stage_shapes(half, x), stage_shapes(full, x)
+    assert [s[1:] for s in got] == [s[1:] for s in ref] == [(32, 32), (16, 16), (8, 8), (4, 4)]
+    assert [s[0] * 2 for s in got] == [s[0] for s in ref] == [64, 128, 256, 512]
+    pooled = create_model("resnet18_half", 4, 64, keep_stem_resolution=False)
+    assert stage_shapes(pooled, x)[-1] == (256, 2, 2)
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert 0.2 < n(half) / n(full) < 0.3
+    assert [m.p for m in half.modules() if isinstance(m, torch.nn.Dropout)] == [0.2]
+    assert half(x).shape == (2, 1)
 
 
 def test_shapes_single_band_and_vit_b16():

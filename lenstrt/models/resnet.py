@@ -8,6 +8,10 @@ from torchvision.models import resnet18 as tv_resnet18
 from lenstrt.models.registry import ExportSpec, register_model
 
 
+def _keep_stem(image_size: int, keep_stem_resolution: bool | None) -> bool:
+    return image_size <= 96 if keep_stem_resolution is None else keep_stem_resolution
+
+
 @register_model("resnet18", ExportSpec(), channels_last=True)
 def resnet18(in_bands: int, image_size: int, dropout: float = 0.0, keep_stem_resolution: bool | None = None):
     """keep_stem_resolution (default: on for cutouts <= 96 px) drops the stem's max-pool, so a 64 px
@@ -15,9 +19,39 @@ def resnet18(in_bands: int, image_size: int, dropout: float = 0.0, keep_stem_res
     was ~5x slower to train on a CPU for no measured gain."""
     m = tv_resnet18(weights=None, num_classes=1)
     m.conv1 = nn.Conv2d(in_bands, 64, kernel_size=7, stride=2, padding=3, bias=False)
-    if keep_stem_resolution is None:
-        keep_stem_resolution = image_size <= 96
-    if keep_stem_resolution:
+    if _keep_stem(image_size, keep_stem_resolution):
         m.maxpool = nn.Identity()
     m.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(512, 1))
+    return m
+
+
+@register_model("resnet18_half", ExportSpec(), channels_last=True)
+def resnet18_half(in_bands: int, image_size: int, dropout: float = 0.0, keep_stem_resolution: bool | None = None):
+    """ResNet-18's layout (stem, 2-2-2-2 torchvision BasicBlocks) at half its width (32-64-128-256 channels):
+    a quarter of the FLOPs, ~3.4x ResNet-18's training rate on a 2-core CPU, and the same resolution at each
+    stage, which a MobileNet's early strides give away (benchmarks/results/2026-11-30-cpu-architectures.md).
+    torchvision's ResNet fixes its widths at 64-512 for BasicBlock, so the stages are assembled here."""
+    from torchvision.models.resnet import BasicBlock
+
+    widths = (32, 64, 128, 256)
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_bands, widths[0], kernel_size=7, stride=2, padding=3, bias=False),
+        nn.BatchNorm2d(widths[0]),
+        nn.ReLU(inplace=True),
+    ]
+    if not _keep_stem(image_size, keep_stem_resolution):
+        layers.append(nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+    inplanes = widths[0]
+    for stage, planes in enumerate(widths):
+        stride = 1 if stage == 0 else 2
+        down = None
+        if stride != 1 or inplanes != planes:
+            down = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes))
+        layers += [BasicBlock(inplanes, planes, stride, down), BasicBlock(planes, planes)]
+        inplanes = planes
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(inplanes, 1)]
+    m = nn.Sequential(*layers)
+    for mod in m.modules():  # torchvision's ResNet initialisation
+        if isinstance(mod, nn.Conv2d):
+            nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
     return m
