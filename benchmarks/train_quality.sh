@@ -5,7 +5,8 @@
 # S/N and negative kind; with MEMBERS > 1 the report gives each member and the ensemble. About 30 minutes
 # a member. Pass BEFORE=<an earlier OUT> to add before/after tables to both reports; ARCH, MEMBERS, N and
 # SURVEY override the recipe (ARCH=mobilenet_v3_small MEMBERS=2 N=80000 VAL_EVERY=1000: the MobileNet row of the table;
-# ARCH=resnet18_half MEMBERS=1 N=80000 VAL_EVERY=1000: the half-width ResNet, the CPU recipe's model).
+# ARCH=resnet18_half MEMBERS=1 N=80000 VAL_EVERY=1000: the half-width ResNet we recommend on a 2-core CPU;
+# ARCH stays resnet18 by default so the first rows of docs/training.md's table reproduce).
 set -euo pipefail
 OUT=${1:-bench_runs}
 BEFORE=${BEFORE:-}

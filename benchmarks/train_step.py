@@ -47,32 +47,37 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--arch",
         action="append",
-        help="repeatable [resnet18 (both stems), mobilenet_v3_small, mobilenet_v3_large, vit_small]",
+        help="repeatable [resnet18, resnet18_half, mobilenet_v3_small, mobilenet_v3_large, vit_small]",
     )
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--bands", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--max-pool", action="store_true",
+                    help="also time each resnet with its stem max-pool kept (on by default without --arch)")
     args = ap.parse_args(argv)
     import torch
 
-    rows = [
-        (a, {}) for a in (args.arch or ["resnet18", "mobilenet_v3_small", "mobilenet_v3_large", "vit_small"])
-    ]
-    if not args.arch:
-        rows.insert(1, ("resnet18", {"keep_stem_resolution": False}))
+    from lenstrt.models import create_model
+
+    archs = args.arch or ["resnet18", "resnet18_half", "mobilenet_v3_small", "mobilenet_v3_large", "vit_small"]
+    rows: list[tuple[str, dict]] = []
+    for a in archs:
+        rows.append((a, {}))
+        if a.startswith("resnet") and (args.max_pool or not args.arch):
+            rows.append((a, {"keep_stem_resolution": False}))
     print(
         f"batch {args.batch}, {args.bands}x{args.size}x{args.size}, fp32, {torch.get_num_threads()} threads\n"
     )
-    print("| arch | s / step | img / s | speed vs the first row |\n|---|---|---|---|")
+    print("| arch | s / step | img / s | speed vs the first row | weights |\n|---|---|---|---|---|")
     ref = None
     for arch, kw in rows:
         s = step_seconds(arch, args.batch, args.size, args.bands, args.steps, args.warmup, **kw)
         ref = ref or s
         name = arch + (" (max-pool kept)" if kw else "")
-        print(f"| {name} | {s:.3f} | {args.batch / s:.0f} | {ref / s:.1f}x |", flush=True)
-
+        n = sum(p.numel() for p in create_model(arch, args.bands, args.size, **kw).parameters())
+        print(f"| {name} | {s:.3f} | {args.batch / s:.0f} | {ref / s:.1f}x | {n / 1e6:.1f} M |", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -51,6 +51,9 @@ def test_resnet18_half_keeps_resnet18s_resolution_at_half_the_width():
     assert [s[0] * 2 for s in got] == [s[0] for s in ref] == [64, 128, 256, 512]
     pooled = create_model("resnet18_half", 4, 64, keep_stem_resolution=False)
     assert stage_shapes(pooled, x)[-1] == (256, 2, 2)
+    assert list(pooled.state_dict()) == list(half.state_dict()) == list(full.state_dict())  # torchvision's names
+    big = torch.randn(1, 4, 128, 128)  # > 96 px: the max-pool stays by default, as in resnet18
+    assert stage_shapes(create_model("resnet18_half", 4, 128), big)[-1] == (256, 4, 4)
     n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert 0.2 < n(half) / n(full) < 0.3
     assert [m.p for m in half.modules() if isinstance(m, torch.nn.Dropout)] == [0.2]

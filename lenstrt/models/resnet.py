@@ -31,26 +31,31 @@ def resnet18_half(in_bands: int, image_size: int, dropout: float = 0.0, keep_ste
     a quarter of the FLOPs, ~3.4x ResNet-18's training rate on a 2-core CPU, and the same resolution at each
     stage, which a MobileNet's early strides give away (benchmarks/results/2026-11-30-cpu-architectures.md).
     torchvision's ResNet fixes its widths at 64-512 for BasicBlock, so the stages are assembled here."""
+    from collections import OrderedDict
+
     from torchvision.models.resnet import BasicBlock
 
     widths = (32, 64, 128, 256)
-    layers: list[nn.Module] = [
-        nn.Conv2d(in_bands, widths[0], kernel_size=7, stride=2, padding=3, bias=False),
-        nn.BatchNorm2d(widths[0]),
-        nn.ReLU(inplace=True),
-    ]
-    if not _keep_stem(image_size, keep_stem_resolution):
-        layers.append(nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+    # torchvision's names (conv1 ... layer4, fc), and an Identity where the max-pool is dropped, so both stems
+    # and resnet18 checkpoints read alike
+    parts: OrderedDict[str, nn.Module] = OrderedDict(
+        conv1=nn.Conv2d(in_bands, widths[0], kernel_size=7, stride=2, padding=3, bias=False),
+        bn1=nn.BatchNorm2d(widths[0]),
+        relu=nn.ReLU(inplace=True),
+        maxpool=nn.Identity() if _keep_stem(image_size, keep_stem_resolution)
+        else nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+    )
     inplanes = widths[0]
     for stage, planes in enumerate(widths):
         stride = 1 if stage == 0 else 2
         down = None
         if stride != 1 or inplanes != planes:
             down = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes))
-        layers += [BasicBlock(inplanes, planes, stride, down), BasicBlock(planes, planes)]
+        parts[f"layer{stage + 1}"] = nn.Sequential(BasicBlock(inplanes, planes, stride, down), BasicBlock(planes, planes))
         inplanes = planes
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(inplanes, 1)]
-    m = nn.Sequential(*layers)
+    parts.update(avgpool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(),
+                 fc=nn.Sequential(nn.Dropout(dropout), nn.Linear(inplanes, 1)))
+    m = nn.Sequential(parts)
     for mod in m.modules():  # torchvision's ResNet initialisation
         if isinstance(mod, nn.Conv2d):
             nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
