@@ -15,7 +15,8 @@ import statistics
 import time
 
 
-def step_seconds(arch: str, batch: int, size: int, bands: int, steps: int, warmup: int, **kwargs) -> float:
+def step_seconds(arch: str, batch: int, size: int, bands: int, steps: int, warmup: int, **kwargs) -> tuple[float, int]:
+    """The median step time and the model's number of weights."""
     import torch
 
     from lenstrt.models import create_model, prefers_channels_last
@@ -39,7 +40,7 @@ def step_seconds(arch: str, batch: int, size: int, bands: int, steps: int, warmu
         opt.step()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(times), sum(p.numel() for p in model.parameters())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,8 +60,6 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     import torch
 
-    from lenstrt.models import create_model
-
     archs = args.arch or ["resnet18", "resnet18_half", "mobilenet_v3_small", "mobilenet_v3_large", "vit_small"]
     rows: list[tuple[str, dict]] = []
     for a in archs:
@@ -73,10 +72,9 @@ def main(argv: list[str] | None = None) -> None:
     print("| arch | s / step | img / s | speed vs the first row | weights |\n|---|---|---|---|---|")
     ref = None
     for arch, kw in rows:
-        s = step_seconds(arch, args.batch, args.size, args.bands, args.steps, args.warmup, **kw)
+        s, n = step_seconds(arch, args.batch, args.size, args.bands, args.steps, args.warmup, **kw)
         ref = ref or s
         name = arch + (" (max-pool kept)" if kw else "")
-        n = sum(p.numel() for p in create_model(arch, args.bands, args.size, **kw).parameters())
         print(f"| {name} | {s:.3f} | {args.batch / s:.0f} | {ref / s:.1f}x | {n / 1e6:.1f} M |", flush=True)
 
 if __name__ == "__main__":
