@@ -23,17 +23,18 @@ def no_tf32():
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-def test_amp_training_steps_on_cuda(sim_dir, tmp_path):
+@pytest.mark.parametrize("arch", ["resnet18", "resnet18_half"])
+def test_amp_training_steps_on_cuda(sim_dir, tmp_path, arch):
     from lenstrt import checkpoint as ck
     from lenstrt.config import DataConfig, TrainingConfig
     from lenstrt.train.trainer import train
 
-    m = train(TrainingConfig(arch=("resnet18",), max_steps=10, batch_size=16, val_every=5), DataConfig(),
+    m = train(TrainingConfig(arch=(arch,), max_steps=10, batch_size=16, val_every=5), DataConfig(),
               [str(sim_dir)], tmp_path, device="cuda", progress=False)
     assert m["precision"]["dtype"] == "float16" and m["precision"]["grad_scaler"]
-    c = ck.load(tmp_path / "resnet18-s0" / "best.pt")
+    c = ck.load(tmp_path / f"{arch}-s0" / "best.pt")
     assert all(np.isfinite(v.float().numpy()).all() for v in c["state_dict"].values())
-    last = ck.load(tmp_path / "resnet18-s0" / "last.pt")
+    last = ck.load(tmp_path / f"{arch}-s0" / "last.pt")
     assert "cuda" in last["rng_state"]  # dropout on CUDA draws from the CUDA generators
 
 

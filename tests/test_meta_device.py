@@ -50,7 +50,7 @@ def test_augment_is_the_same_on_any_device():
     assert not torch.equal(a, augment(x, step=6, seed=2))
 
 
-@pytest.mark.parametrize("arch,channels_last", [("resnet18", True), ("vit_tiny", False)])
+@pytest.mark.parametrize("arch,channels_last", [("resnet18", True), ("resnet18_half", True), ("vit_tiny", False)])
 def test_training_step_on_the_device(sim_dir, arch, channels_last):
     """Loading -> batches -> to the device -> augmentation -> preprocessing + forward -> loss -> backward."""
     data = load_training_data([str(sim_dir)])
