@@ -283,6 +283,14 @@ def test_evaluate_end_to_end(tiny, evaluated):
         assert c["n"] == sel.sum() and c["fpr=1e-2"]["detected"] == int((probs[sel] >= t).sum())
     assert sum(b["n"] for b in m["strata"]["theta_e"]) == 40
     assert m["quality_bar"] == E.quality_bar(m) and m["quality_bar"]["pass"] is False  # an untrained model
+    # one row per cutout with the scores the metrics came from
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(out / "scores.parquet").to_pydict()
+    assert m["scores"] == str(out / "scores.parquet") and rows["id"] == list(d["ids"].astype(str))
+    assert rows["kind"] == list(kinds) and rows["label"] == list(labels)
+    assert np.allclose(rows["score"], probs, atol=1e-6) and np.allclose(rows["theta_e"], d["theta_e"])
+    assert np.allclose(np.mean([rows["score_m0"], rows["score_m1"]], axis=0), probs, atol=1e-6)
     # files and output
     assert (out / "completeness_strata.png").read_bytes()[:4] == b"\x89PNG"
     report = (out / "report.md").read_text()

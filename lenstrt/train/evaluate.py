@@ -370,6 +370,22 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def _write_scores(path: Path, d: dict[str, np.ndarray], probs: np.ndarray, member_probs: dict[str, np.ndarray]) -> Path:
+    """One row per cutout (id, label, what the set records about it, the scores): for diagnoses that need
+    more than the report, without scoring the set again."""
+    from lenstrt.serve.writers import write_part
+
+    cols: dict[str, np.ndarray | list] = {"id": [str(i) for i in d["ids"].astype(str)], "label": d["labels"].astype(np.int8)}
+    if "kind" in d:
+        cols["kind"] = [str(k) for k in d["kind"].astype(str)]
+    cols.update({k: d[k].astype(np.float32) for k in ("theta_e", "arc_snr") if k in d})
+    cols["score"] = probs.astype(np.float32)
+    if len(member_probs) > 1:
+        cols.update({f"score_{n}": p.astype(np.float32) for n, p in member_probs.items()})
+    write_part(path, cols, "parquet")
+    return path
+
+
 def evaluate(checkpoint: str | Path, data: list[str], out: str | Path, device: str | None = None,
              batch_size: int = 256, prevalence: float = 1e-3, before: dict[str, Any] | None = None) -> dict[str, Any]:
     """Writes metrics.json, report.md (compared with `before`, an earlier metrics.json dict, if given)
@@ -458,6 +474,7 @@ def evaluate(checkpoint: str | Path, data: list[str], out: str | Path, device: s
     result["label"] = label
     result["quality_bar"] = quality_bar(result)
     result["report"] = str(out / "report.md")
+    result["scores"] = str(_write_scores(out / "scores.parquet", d, probs, member_probs))
     write_json(out / "metrics.json", result)
     write_text(out / "report.md", render_report(result, before))
     return result

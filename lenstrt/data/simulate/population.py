@@ -18,6 +18,10 @@ from lenstrt.data.simulate.presets import Nuisances, Survey
 KINDS = ("galaxy", "lens", "companion", "ring", "spiral", "merger", "edgeon", "group")  # kind codes 0..7
 LENS = KINDS.index("lens")
 NEGATIVES = tuple(k for k in KINDS if k != "lens")
+# Satellites cluster around their host: xi(r) ~ r^-1.8 projects to a surface-density excess ~ r^-0.8, so
+# dN/dr ~ r^0.2 (nearly uniform in radius): more close companions than a uniform-in-area draw, and close
+# ones are the confusers (docs/simulation.md).
+COMPANION_SLOPE = 0.2
 
 
 @dataclass
@@ -112,10 +116,12 @@ class _Draw:
     def sersics(self, rows, x, y, q, phi, n, re, mags, layer="other"):
         self.add("sersic", layer, rows, x, y, q, phi, re, mags, n=n)
 
-    def around(self, rows, cx, cy, r_lo, r_hi):
-        """Points at radii r_lo..r_hi (uniform in area) around (cx, cy); also returns their angles."""
+    def around(self, rows, cx, cy, r_lo, r_hi, slope=1.0):
+        """Points at radii r_lo..r_hi around (cx, cy) with dN/dr ~ r^slope (1: uniform in area); also
+        returns their angles."""
         m = len(rows)
-        r = np.sqrt(self.u(r_lo**2, r_hi**2, m))
+        k = slope + 1.0
+        r = self.u(r_lo**k, r_hi**k, m) ** (1.0 / k)
         a = self.u(0, 2 * np.pi, m)
         return cx + r * np.cos(a), cy + r * np.sin(a), a
 
@@ -151,7 +157,7 @@ def sample(survey: Survey, kinds: np.ndarray, rng: np.random.Generator, simple: 
     def companions(rows, r_lo=0.8, r_hi=3.5):
         rows = np.repeat(rows, rng.integers(1, 5, len(rows)))
         m = len(rows)
-        x, y, a = d.around(rows, cx[rows], cy[rows], r_lo, r_hi)
+        x, y, a = d.around(rows, cx[rows], cy[rows], r_lo, r_hi, slope=COMPANION_SLOPE)
         tangential = d.u(0, 1, m) < 0.5  # arc-like: elongated along the tangent
         phi = np.where(tangential, a + np.pi / 2, d.u(0, np.pi, m))
         q = np.where(tangential, d.u(0.15, 0.5, m), d.u(0.4, 1.0, m))
