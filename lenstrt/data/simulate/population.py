@@ -119,6 +119,8 @@ class _Draw:
     def around(self, rows, cx, cy, r_lo, r_hi, slope=1.0):
         """Points at radii r_lo..r_hi around (cx, cy) with dN/dr ~ r^slope (1: uniform in area); also
         returns their angles."""
+        if slope <= -1:
+            raise ValueError(f"around: slope {slope} must be > -1 (the radial density must integrate)")
         m = len(rows)
         k = slope + 1.0
         r = self.u(r_lo**k, r_hi**k, m) ** (1.0 / k)
