@@ -22,6 +22,14 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
+def load_script(path: Path, name: str):
+    """A script outside the package (benchmarks/, scripts/) as a module, for tests of its functions."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def _cuda() -> bool:
     try:
         import torch

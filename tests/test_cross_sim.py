@@ -2,7 +2,6 @@
 
 import ast
 import hashlib
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import load_script
 
 pytest.importorskip("lenstronomy", reason="lenstronomy is in the dev extra")
 
@@ -18,14 +18,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:`axes` should not be:Deprecation
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cross_sim.py"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("cross_sim", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-xs = _load()
+xs = load_script(SCRIPT, "cross_sim")
 
 
 @pytest.fixture(scope="module")

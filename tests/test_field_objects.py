@@ -1,23 +1,16 @@
 """benchmarks/field_objects.py: completeness with and without a bright source away from the centre."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "field_objects.py"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("field_objects", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-fo = _load()
+fo = load_script(SCRIPT, "field_objects")
 
 
 def _images(n: int, star_at: dict[int, tuple[int, int]]) -> np.ndarray:

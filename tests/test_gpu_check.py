@@ -143,11 +143,9 @@ def test_full_dry_run_measures_every_step(tmp_path):
 def test_pytest_step_keeps_whole_error_messages(tmp_path):
     """The first GPU run's report cut each error to the terminal's width ('lenstrt.errors....'): the step
     now reads pytest's JUnit XML, which keeps the message and the traceback's last lines."""
-    import importlib.util
+    from conftest import load_script
 
-    spec = importlib.util.spec_from_file_location("gpu_check_driver", DRIVER)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script(DRIVER, "gpu_check_driver")
     long = "x" * 300
     (tmp_path / "test_boom.py").write_text(
         "import pytest\n"
