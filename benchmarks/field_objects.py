@@ -46,8 +46,12 @@ def main(argv=None) -> None:
     from lenstrt.metrics import roc_auc_vs
     from lenstrt.train.evaluate import threshold_at_fpr
 
+    try:
+        t = pq.read_table(a.scores, columns=["id", "score"]).to_pydict()
+    except (OSError, KeyError, ValueError) as exc:  # missing, not Parquet, or without the columns
+        raise SystemExit(f"{a.scores}: not a scores.parquet from `lenstrt evaluate` ({type(exc).__name__}: {exc}); "
+                         "run lenstrt evaluate --data DATA --out DIR and pass DIR/scores.parquet") from None
     d = load_all(a.data, extra=("theta_e", "arc_snr", "kind"))
-    t = pq.read_table(a.scores).to_pydict()
     if t["id"] != list(d["ids"].astype(str)):
         raise SystemExit(f"{a.scores}: its ids are not those of {a.data} (evaluate --data {a.data} wrote another set)")
     s, labels = np.asarray(t["score"]), d["labels"]

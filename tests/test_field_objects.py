@@ -56,7 +56,9 @@ def test_main_splits_the_scores_by_field_object(tmp_path, capsys):
     assert "companion: p > 0.5 with / without a bright field object 0.500 / 0.000 (n 2 / 2)" in out
     # lenses with one (0.2) vs companions (0.6, 0.1 x3): 3 of 4 pairs; without one (0.9): all
     assert "lens vs companion AUROC, lenses with / without one: 0.750 / 1.000" in out
-    # scores of another set are refused
+    # a missing or foreign scores file, and scores of another set, are refused in one line
+    with pytest.raises(SystemExit, match="not a scores.parquet from `lenstrt evaluate`"):
+        fo.main(["--data", str(tmp_path / "shard-00000.h5"), "--scores", str(tmp_path / "missing.parquet")])
     pq.write_table(pa.table({"id": ["x"] * n, "score": scores}), tmp_path / "other.parquet")
     with pytest.raises(SystemExit, match="not those of"):
         fo.main(["--data", str(tmp_path / "shard-00000.h5"), "--scores", str(tmp_path / "other.parquet")])
