@@ -375,9 +375,10 @@ def _write_scores(path: Path, d: dict[str, np.ndarray], probs: np.ndarray, membe
     more than the report, without scoring the set again."""
     from lenstrt.serve.writers import write_part
 
-    cols: dict[str, np.ndarray | list] = {"id": [str(i) for i in d["ids"].astype(str)], "label": d["labels"].astype(np.int8)}
+    # numpy text columns go to Arrow strings as they are (bytes from HDF5 decoded once by astype)
+    cols: dict[str, np.ndarray | list] = {"id": d["ids"].astype(str), "label": d["labels"].astype(np.int8)}
     if "kind" in d:
-        cols["kind"] = [str(k) for k in d["kind"].astype(str)]
+        cols["kind"] = d["kind"].astype(str)
     cols.update({k: d[k].astype(np.float32) for k in ("theta_e", "arc_snr") if k in d})
     cols["score"] = probs.astype(np.float32)
     if len(member_probs) > 1:
