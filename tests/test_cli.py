@@ -34,6 +34,12 @@ def test_user_error_is_one_line(tmp_path):
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: unknown survey 'no-such-survey'")
     assert "lsst-gri" in lines[0]
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    res = CliRunner().invoke(cli, ["simulate", "--n", "4", "--survey", str(empty), "--out", str(tmp_path / "o")])
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 1 and len(lines) == 1 and lines[0].startswith(f"error: {empty}: invalid survey preset")
+    assert "not a mapping" in lines[0]
 
 
 def test_simulate_preview_and_preview_command(tmp_path):

@@ -25,7 +25,7 @@ def test_shards_have_schema_and_attributes(sim_dir):
         labels = f["labels"][:]
         assert set(np.asarray(f["kind"])[labels == 1].astype(str)) == {"lens"}
         theta, snr = f["theta_e"][:][labels == 1], f["arc_snr"][:][labels == 1]
-        assert np.all((theta >= 0.8) & (theta <= 2.2)) and np.all((snr >= 60 * 0.99) & (snr <= 2000 * 1.01))
+        assert np.all((theta >= 0.5) & (theta <= 3.5)) and np.all((snr >= 60 * 0.99) & (snr <= 2000 * 1.01))
 
 
 def test_same_seed_same_bytes_and_resume(tmp_path):

@@ -1,7 +1,7 @@
 """The survey population, nuisances and negatives of `lenstrt simulate` (docs/simulation.md): the arc S/N
 by hand, PSFs measured, every kind present and labelled, artefacts where the flags say."""
 
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import numpy as np
 import pytest
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from lenstrt.data.simulate import ARTEFACTS, negative_mix, profiles, simulate_arrays
 from lenstrt.data.simulate import photometry as ph
 from lenstrt.data.simulate import psf as psfmod
-from lenstrt.data.simulate.population import KINDS, LENS, NEGATIVES, Stars, sample
+from lenstrt.data.simulate.population import KINDS, LENS, MAX_GALAXY_RE, NEGATIVES, Stars, sample
 from lenstrt.data.simulate.presets import load_survey
 from lenstrt.data.simulate.render import render
 from lenstrt.errors import ConfigError
@@ -81,6 +81,24 @@ def test_companions_cluster_around_their_host(survey):
     assert r.min() >= 0.8 - 1e-9 and r.max() <= 3.5 + 1e-9
     assert np.mean(r < 1.5) == pytest.approx((1.5**1.2 - 0.8**1.2) / (3.5**1.2 - 0.8**1.2), abs=0.02)
     assert np.median(r) == pytest.approx(2.24, abs=0.06)
+
+
+@pytest.mark.parametrize("lens_size", [(0.3, 0.9), (0.6, 2.6)])
+def test_lens_galaxy_size_follows_theta_e(survey, lens_size):
+    # R_e = theta_E * U(lens_size) + 0.2", capped at 4": the first central component is the bulge
+    pop = replace(survey.population, lens_size=lens_size)
+    scene = sample(replace(survey, population=pop), np.full(3000, LENS), np.random.default_rng(2))
+    bulge = next(c for c in scene.comps if c.layer == "lens")
+    theta = scene.theta_e[bulge.rows]
+    free = bulge.size < MAX_GALAXY_RE
+    ratio = (bulge.size[free] - 0.2) / theta[free]
+    assert ratio.min() >= lens_size[0] - 1e-9 and ratio.max() <= lens_size[1] + 1e-9
+    assert np.all(bulge.size <= MAX_GALAXY_RE)
+    small = theta * lens_size[1] + 0.2 < MAX_GALAXY_RE  # where the cap cannot act: the draw is uniform
+    mid = (bulge.size[small] - 0.2) / theta[small] > (lens_size[0] + lens_size[1]) / 2
+    assert np.mean(mid) == pytest.approx(0.5, abs=0.05)
+    # theta_E up to 3.5": only a wide range reaches the cap
+    assert (not free.all()) == (lens_size[1] * 3.5 + 0.2 > MAX_GALAXY_RE)
 
 
 def test_negative_mix(survey):

@@ -22,6 +22,7 @@ NEGATIVES = tuple(k for k in KINDS if k != "lens")
 # dN/dr ~ r^0.2 (nearly uniform in radius): more close companions than a uniform-in-area draw, and close
 # ones are the confusers (docs/simulation.md).
 COMPANION_SLOPE = 0.2
+MAX_GALAXY_RE = 4.0  # arcsec
 
 
 @dataclass
@@ -142,7 +143,9 @@ def sample(survey: Survey, kinds: np.ndarray, rng: np.random.Generator, simple: 
     # so those alone never tell a lens galaxy from a plain one.
     theta = d.logu(*pop.theta_e, b)
     size_mag = d.u(*pop.lens_mag, b) - 2.5 * np.log10(theta)   # half the Faber-Jackson slope (L ~ theta_E^2)
-    gal_re = theta * d.u(0.3, 0.9, b) + 0.2
+    # R_e follows theta_E (both grow with the velocity dispersion) with the scatter the preset allows; capped so
+    # a group-scale theta_E does not spread the galaxy over the whole cutout
+    gal_re = np.minimum(theta * d.u(*pop.lens_size, b) + 0.2, MAX_GALAXY_RE)
     gal_phi = d.u(0, np.pi, b)
     gal_q = d.u(0.5, 1.0, b)
 

@@ -35,6 +35,7 @@ NEGATIVE_MIX = {"galaxy": 0.3, "companion": 0.3, "ring": 0.08, "spiral": 0.08, "
 class Population:
     theta_e: tuple[float, float] = (0.5, 3.5)       # Einstein radius, arcsec (log-uniform)
     lens_mag: tuple[float, float] = (17.5, 21.0)    # lens galaxy at theta_E = 1", reference band
+    lens_size: tuple[float, float] = (0.6, 2.6)     # galaxy R_e = theta_E * U(lo, hi) + 0.2", at most 4" (SLACS sizes)
     lens_colors: dict[str, float] = field(default_factory=dict)
     source_mag: tuple[float, float] = (21.0, 24.0)  # companions and field galaxies only: a lensed source's
     source_colors: dict[str, float] = field(default_factory=dict)  # magnitude follows from its arc S/N
@@ -112,6 +113,8 @@ def load_survey(name_or_path: str, image_size: int | None = None) -> Survey:
     path = _find(name_or_path)
     try:
         raw: dict[str, Any] = yaml.safe_load(path.read_text())
+        if not isinstance(raw, dict):
+            raise TypeError(f"the file holds {type(raw).__name__}, not a mapping of keys")
         bands = tuple(Band(**b) for b in raw["bands"])
         pop_raw = raw.get("population", {})
         pop = Population(**{k: tuple(v) if isinstance(v, list) else v for k, v in pop_raw.items()})
