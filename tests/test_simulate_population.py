@@ -2,6 +2,7 @@
 by hand, PSFs measured, every kind present and labelled, artefacts where the flags say."""
 
 from dataclasses import fields, replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from lenstrt.data.simulate import ARTEFACTS, negative_mix, profiles, simulate_arrays
 from lenstrt.data.simulate import photometry as ph
 from lenstrt.data.simulate import psf as psfmod
-from lenstrt.data.simulate.population import KINDS, LENS, MAX_GALAXY_RE, NEGATIVES, Stars, sample
+from lenstrt.data.simulate.population import KINDS, LENS, NEGATIVES, Stars, max_galaxy_re, sample
 from lenstrt.data.simulate.presets import load_survey
 from lenstrt.data.simulate.render import render
 from lenstrt.errors import ConfigError
@@ -85,20 +86,40 @@ def test_companions_cluster_around_their_host(survey):
 
 @pytest.mark.parametrize("lens_size", [(0.3, 0.9), (0.6, 2.6)])
 def test_lens_galaxy_size_follows_theta_e(survey, lens_size):
-    # R_e = theta_E * U(lens_size) + 0.2", capped at 4": the first central component is the bulge
+    # R_e = theta_E * U(lens_size) + 0.2", capped at 4" here: the first central component is the bulge
+    cap = max_galaxy_re(survey)
+    assert cap == 4.0 and max_galaxy_re(load_survey("euclid-vis")) == 2.0  # 5/8 of the half-width
     pop = replace(survey.population, lens_size=lens_size)
     scene = sample(replace(survey, population=pop), np.full(3000, LENS), np.random.default_rng(2))
     bulge = next(c for c in scene.comps if c.layer == "lens")
     theta = scene.theta_e[bulge.rows]
-    free = bulge.size < MAX_GALAXY_RE
+    free = bulge.size < cap
     ratio = (bulge.size[free] - 0.2) / theta[free]
     assert ratio.min() >= lens_size[0] - 1e-9 and ratio.max() <= lens_size[1] + 1e-9
-    assert np.all(bulge.size <= MAX_GALAXY_RE)
-    small = theta * lens_size[1] + 0.2 < MAX_GALAXY_RE  # where the cap cannot act: the draw is uniform
+    assert np.all(bulge.size <= cap)
+    small = theta * lens_size[1] + 0.2 < cap  # where the cap cannot act: the draw is uniform
     mid = (bulge.size[small] - 0.2) / theta[small] > (lens_size[0] + lens_size[1]) / 2
     assert np.mean(mid) == pytest.approx(0.5, abs=0.05)
     # theta_E up to 3.5": only a wide range reaches the cap
-    assert (not free.all()) == (lens_size[1] * 3.5 + 0.2 > MAX_GALAXY_RE)
+    assert (not free.all()) == (lens_size[1] * 3.5 + 0.2 > cap)
+
+
+@pytest.mark.parametrize("text, error", [
+    ("population:\nnuisances:\n", None),                          # empty sections: the defaults
+    ("population: {lens_size: [2.6, 0.6]}\n", "lens_size"),        # reversed
+    ("population: {lens_size: 2}\n", "lens_size"),                 # not a range
+    ("population: [1, 2]\n", "'population' holds list"),
+])
+def test_preset_sections_are_checked(tmp_path, text, error):
+    base = (Path(__file__).resolve().parents[1] / "configs" / "surveys" / "lsst-gri.yaml").read_text()
+    head = base[:base.index("population:")]  # name, pixels and bands
+    path = tmp_path / "p.yaml"
+    path.write_text(head + text)
+    if error is None:
+        assert load_survey(str(path)).population.lens_size == (0.6, 2.6)
+    else:
+        with pytest.raises(ConfigError, match=f"{path}.*{error}"):
+            load_survey(str(path))
 
 
 def test_negative_mix(survey):

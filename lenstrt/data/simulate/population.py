@@ -22,7 +22,7 @@ NEGATIVES = tuple(k for k in KINDS if k != "lens")
 # dN/dr ~ r^0.2 (nearly uniform in radius): more close companions than a uniform-in-area draw, and close
 # ones are the confusers (docs/simulation.md).
 COMPANION_SLOPE = 0.2
-MAX_GALAXY_RE = 4.0  # arcsec
+MAX_GALAXY_RE = 0.625  # of the cutout's half-width: 4" in LSST's 12.8", 2" in Euclid's 6.4"
 
 
 @dataclass
@@ -129,6 +129,11 @@ class _Draw:
         return cx + r * np.cos(a), cy + r * np.sin(a), a
 
 
+def max_galaxy_re(survey: Survey) -> float:
+    """The largest central-galaxy R_e, arcsec (rounded so LSST's cap is exactly 4")."""
+    return round(MAX_GALAXY_RE * survey.image_size * survey.pixel_scale / 2, 6)
+
+
 def sample(survey: Survey, kinds: np.ndarray, rng: np.random.Generator, simple: bool = False) -> Scene:
     """`simple`: one Sersic lens light and one Sersic source, no neighbours, stars or nuisances (the
     physics the lenstronomy cross-check compares)."""
@@ -143,9 +148,10 @@ def sample(survey: Survey, kinds: np.ndarray, rng: np.random.Generator, simple: 
     # so those alone never tell a lens galaxy from a plain one.
     theta = d.logu(*pop.theta_e, b)
     size_mag = d.u(*pop.lens_mag, b) - 2.5 * np.log10(theta)   # half the Faber-Jackson slope (L ~ theta_E^2)
+    half = survey.image_size * survey.pixel_scale / 2
     # R_e follows theta_E (both grow with the velocity dispersion) with the scatter the preset allows; capped so
-    # a group-scale theta_E does not spread the galaxy over the whole cutout
-    gal_re = np.minimum(theta * d.u(*pop.lens_size, b) + 0.2, MAX_GALAXY_RE)
+    # a group-scale theta_E does not spread the galaxy over the cutout's frame, where the model reads the sky
+    gal_re = np.minimum(theta * d.u(*pop.lens_size, b) + 0.2, max_galaxy_re(survey))
     gal_phi = d.u(0, np.pi, b)
     gal_q = d.u(0.5, 1.0, b)
 
@@ -284,7 +290,6 @@ def sample(survey: Survey, kinds: np.ndarray, rng: np.random.Generator, simple: 
                   d.mags(size_mag[gg] + d.u(0, 2.0, j), d.u(0.85, 1.1, j)))
 
     # --- field galaxies anywhere in the cutout (not near the centre), for every kind
-    half = survey.image_size * survey.pixel_scale / 2
     nn = np.minimum(rng.poisson(nui.neighbours, b), 3)
     gg = np.repeat(np.arange(b), nn)
     if len(gg):

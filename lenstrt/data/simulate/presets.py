@@ -35,7 +35,7 @@ NEGATIVE_MIX = {"galaxy": 0.3, "companion": 0.3, "ring": 0.08, "spiral": 0.08, "
 class Population:
     theta_e: tuple[float, float] = (0.5, 3.5)       # Einstein radius, arcsec (log-uniform)
     lens_mag: tuple[float, float] = (17.5, 21.0)    # lens galaxy at theta_E = 1", reference band
-    lens_size: tuple[float, float] = (0.6, 2.6)     # galaxy R_e = theta_E * U(lo, hi) + 0.2", at most 4" (SLACS sizes)
+    lens_size: tuple[float, float] = (0.6, 2.6)     # galaxy R_e = theta_E * U(lo, hi) + 0.2", capped (SLACS sizes)
     lens_colors: dict[str, float] = field(default_factory=dict)
     source_mag: tuple[float, float] = (21.0, 24.0)  # companions and field galaxies only: a lensed source's
     source_colors: dict[str, float] = field(default_factory=dict)  # magnitude follows from its arc S/N
@@ -107,6 +107,14 @@ def _find(name_or_path: str) -> Path:
     )
 
 
+def _section(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    """A preset's `population:` or `nuisances:` mapping (absent or empty: {}), YAML lists as tuples."""
+    sec = raw.get(key) or {}
+    if not isinstance(sec, dict):
+        raise TypeError(f"'{key}' holds {type(sec).__name__}, not a mapping of keys")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in sec.items()}
+
+
 def load_survey(name_or_path: str, image_size: int | None = None) -> Survey:
     import yaml
 
@@ -116,9 +124,8 @@ def load_survey(name_or_path: str, image_size: int | None = None) -> Survey:
         if not isinstance(raw, dict):
             raise TypeError(f"the file holds {type(raw).__name__}, not a mapping of keys")
         bands = tuple(Band(**b) for b in raw["bands"])
-        pop_raw = raw.get("population", {})
-        pop = Population(**{k: tuple(v) if isinstance(v, list) else v for k, v in pop_raw.items()})
-        nui = Nuisances(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.get("nuisances", {}).items()})
+        pop = Population(**_section(raw, "population"))
+        nui = Nuisances(**_section(raw, "nuisances"))
         survey = Survey(
             name=raw["name"],
             pixel_scale=float(raw["pixel_scale"]),
@@ -131,6 +138,11 @@ def load_survey(name_or_path: str, image_size: int | None = None) -> Survey:
         )
     except (KeyError, TypeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: invalid survey preset ({exc}); compare with configs/surveys/lsst-gri.yaml") from exc
+    size = pop.lens_size
+    if not (isinstance(size, tuple) and len(size) == 2 and all(isinstance(v, (int, float)) for v in size)
+            and 0 <= size[0] <= size[1]):
+        raise ConfigError(f"{path}: lens_size {size!r} must be [lo, hi] with 0 <= lo <= hi "
+                          "(R_e = theta_E * U(lo, hi) + 0.2\"; the default is [0.6, 2.6])")
     bad = set(pop.negative_mix) - set(NEGATIVE_MIX)
     if bad or not sum(pop.negative_mix.values()) > 0:
         raise ConfigError(f"{path}: negative_mix {pop.negative_mix}: kinds must be among {', '.join(NEGATIVE_MIX)} "
