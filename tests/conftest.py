@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+REPO = Path(__file__).resolve().parents[1]
+
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
@@ -51,11 +53,22 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def sim_dir(tmp_path_factory) -> Path:
-    """A small simulated LSST-like data set: 2 shards, 96 cutouts, all three kinds."""
+    """A small simulated LSST-like data set: 2 shards, 96 cutouts, lenses, galaxies and companions.
+
+    Drawn from `lsst-gri` as it was before 2026-11-30 (theta_E 0.8-2.2", the earlier lens-galaxy sizes, two
+    negative kinds), frozen here: the toy runs trained on it (30 steps) must learn something, and the survey's
+    radii and big lens galaxies of today's default are not learnt in 30 steps. The default itself is tested in
+    test_simulate.py and by `make demo`."""
+    import yaml
+
     from lenstrt.data.simulate import SimSpec, simulate
 
+    preset = yaml.safe_load((REPO / "configs" / "surveys" / "lsst-gri.yaml").read_text())
+    preset["population"].update(theta_e=[0.8, 2.2], lens_size=[0.3, 0.9], negative_mix={"galaxy": 0.5, "companion": 0.5})
+    path = tmp_path_factory.mktemp("preset") / "lsst-gri.yaml"
+    path.write_text(yaml.safe_dump(preset, sort_keys=False))
     out = tmp_path_factory.mktemp("sim")
-    simulate(SimSpec(n=96, seed=7, shard_size=48), out, progress=False)
+    simulate(SimSpec(n=96, seed=7, shard_size=48, survey=str(path)), out, progress=False)
     return out
 
 
@@ -103,7 +116,7 @@ EASY_SURVEY = {
     "population": {"theta_e": [1.0, 1.8], "lens_mag": [19.5, 20.5], "lens_colors": {"g": 1.4, "r": 0.45, "i": 0.0},
                    "source_mag": [23.0, 25.0], "source_colors": {"g": 0.25, "r": 0.1, "i": 0.0},
                    "companion_mag": [21.5, 25.0], "color_scatter": 0.1, "arc_snr": [400.0, 4000.0],
-                   "negative_mix": {"galaxy": 1.0}, "lens_with_companions": 0.0},
+                   "negative_mix": {"galaxy": 1.0}, "lens_with_companions": 0.0, "lens_size": [0.3, 0.9]},
     "nuisances": {"seeing_scatter": 0.0, "band_seeing_scatter": 0.0, "moffat_fraction": 0.0, "psf_ellipticity": 0.0,
                   "band_offset": 0.0, "sky_scatter": 0.0, "depth_scatter": 0.0, "sky_residual": 0.0, "neighbours": 0.0,
                   "stars": 0.0, "saturated": 0.0, "cosmic_rays": 0.0, "masked": 0.0},
