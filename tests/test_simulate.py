@@ -25,9 +25,17 @@ def test_shards_have_schema_and_attributes(sim_dir):
         labels = f["labels"][:]
         assert set(np.asarray(f["kind"])[labels == 1].astype(str)) == {"lens"}
         theta, snr = f["theta_e"][:][labels == 1], f["arc_snr"][:][labels == 1]
-        assert np.all((theta >= 0.5) & (theta <= 3.5)) and np.all((snr >= 60 * 0.99) & (snr <= 2000 * 1.01))
-        assert theta.min() < 0.8 and theta.max() > 2.2  # the survey's radii, not the 0.8-2.2" of before
-        assert set(np.asarray(f["kind"]).astype(str)) == {"lens", "galaxy", "companion", "edgeon"}
+        # the fixture's frozen population (conftest.sim_dir); today's default is the next test's
+        assert np.all((theta >= 0.8) & (theta <= 2.2)) and np.all((snr >= 60 * 0.99) & (snr <= 2000 * 1.01))
+
+
+def test_default_preset_draws_the_survey_radii_and_edge_on_discs():
+    a = simulate_arrays(load_survey("lsst-gri"), 200, np.random.default_rng(4), lens_fraction=0.5)
+    lens = a["labels"] == 1
+    theta, snr = a["theta_e"][lens], a["arc_snr"][lens]
+    assert np.all((theta >= 0.5) & (theta <= 3.5)) and np.all((snr >= 60 * 0.99) & (snr <= 2000 * 1.01))
+    assert theta.min() < 0.8 and theta.max() > 2.2  # the survey's radii, not the 0.8-2.2" of before
+    assert set(a["kind"].astype(str)) == {"lens", "galaxy", "companion", "edgeon"}
 
 
 def test_same_seed_same_bytes_and_resume(tmp_path):
