@@ -100,6 +100,20 @@ def test_cuda_streams_match_sequential(bundle_dir, sim_dir):
     np.testing.assert_allclose(streams, cpu, atol=1e-4)
 
 
+def test_evaluate_on_cuda_equals_cpu(run_dir, sim_dir, tmp_path):
+    # `lenstrt evaluate --device cuda`: the scores it writes (scores.parquet) are the CPU's
+    import pyarrow.parquet as pq
+
+    from lenstrt.train.evaluate import evaluate
+
+    with no_tf32():
+        evaluate(run_dir, [str(sim_dir)], tmp_path / "g", device="cuda", batch_size=32)
+    evaluate(run_dir, [str(sim_dir)], tmp_path / "c", device="cpu", batch_size=32)
+    g, c = (pq.read_table(tmp_path / d / "scores.parquet") for d in ("g", "c"))
+    assert g.column("id").to_pylist() == c.column("id").to_pylist() and g.num_rows == 96
+    np.testing.assert_allclose(g.column("score").to_numpy(), c.column("score").to_numpy(), atol=1e-4)
+
+
 def test_serve_on_cuda_streams_equals_cpu(bundle_dir, sim_dir, tmp_path):
     import pyarrow.parquet as pq
 
