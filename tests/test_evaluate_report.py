@@ -216,7 +216,10 @@ def tiny(tmp_path_factory):
         m = create_model("vit_tiny", 3, 32)
         ck.save(d / "run" / f"m{seed}" / "best.pt", {
             "state_dict": m.state_dict(), "arch": "vit_tiny", "arch_kwargs": {}, "bands": ["g", "r", "i"],
-            "image_size": 32, "preprocess": dict(PREPROCESS_SPEC), "temperature": 1.0 + seed})
+            "image_size": 32, "preprocess": dict(PREPROCESS_SPEC), "temperature": 1.0 + seed,
+            # m1 as `lenstrt train` writes it (how long and where it trained); m0 as an older checkpoint
+            **({"metrics": {"train_steps": 1878, "train_time_s": 1200.2, "images_seen": 120192},
+                "host": {"cpu": "AMD EPYC", "cpu_cores": 2, "cpu_capability": "AVX2"}} if seed else {})})
     rng = np.random.default_rng(0)
     n = len(KINDS)
     labels = np.array([k == b"lens" for k in KINDS], dtype=np.int8)
@@ -297,8 +300,12 @@ def test_evaluate_end_to_end(tiny, evaluated):
     for s in ("## Headline", "| member m0 |", "## Non-lenses by kind", "| edgeon | 5 |", "## Completeness by Einstein",
               "## Completeness by arc S/N", "## Completeness by θE x arc S/N", "## Quality bar",
               "## Comparison: before old -> after ensemble", "evaluated on different data", "| AUROC | 0.5000 |",
-              "completeness_strata.png"):
+              "completeness_strata.png",
+              "training of m0: steps unknown  \n",
+              "training of m1: 1,878 steps (120,192 images) in 1,200 s on AMD EPYC, AVX2, 2 cores  \n"):
         assert s in report, s
+    assert m["training"]["m1"] == {"steps": 1878, "seconds": 1200.2, "images_seen": 120192,
+                                   "host": {"cpu": "AMD EPYC", "cpu_cores": 2, "cpu_capability": "AVX2"}}
     lines = output.splitlines()
     assert lines[0].startswith("ensemble on 140 cutouts (40 lenses): AUROC")
     assert any(ln.startswith("lens vs companion AUROC ") and "(25 companions); vs edgeon" in ln for ln in lines)

@@ -1,4 +1,5 @@
 import json
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -37,6 +38,9 @@ def test_checkpoint_round_trip_and_contents(sim_dir, run_dir):
                 "config", "seed", "versions", "data_hash"):
         assert key in c, key
     assert c["bands"] == ["g", "r", "i"] and c["survey"] == "lsst-gri" and c["temperature"] > 0
+    # where it trained: a time budget's step count depends on the machine
+    assert c["host"] == manifest["host"] and c["host"]["cpu_cores"] == os.cpu_count()
+    assert c["host"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and "gpu" not in c["host"]
     # the metrics are those of the calibrated validation split, recomputed here with scikit-learn
     from sklearn.metrics import roc_auc_score
 
@@ -95,6 +99,10 @@ def test_evaluate_writes_metrics_and_plots(sim_dir, run_dir, tmp_path):
     assert kinds == {"galaxy", "companion"} and set(m["false_positive_rate_by_kind"]["p>0.5"]) == kinds
     assert set(m["negatives"]) == kinds and (tmp_path / "ev" / "report.md").is_file()
     assert "completeness_vs_theta_e" in m
+    c = ck.load(run_dir / "resnet18-s0" / "best.pt")
+    assert m["training"]["resnet18-s0"] == {"steps": c["metrics"]["train_steps"], "seconds": c["metrics"]["train_time_s"],
+                                           "images_seen": c["metrics"]["images_seen"], "host": c["host"]}
+    assert f"training of resnet18-s0: {c['metrics']['train_steps']:,} steps" in (tmp_path / "ev" / "report.md").read_text()
     for name in ("roc", "reliability", "completeness_theta_e", "completeness_arc_snr", "top_non_lenses"):
         p = tmp_path / "ev" / f"{name}.png"
         assert p.is_file() and p.read_bytes()[:4] == b"\x89PNG"

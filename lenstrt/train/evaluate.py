@@ -246,11 +246,33 @@ def _bar_lines(qb: dict[str, Any]) -> list[str]:
                                                                    rows)]
 
 
+def training_record(c: dict[str, Any]) -> dict[str, Any]:
+    """How much training a checkpoint had, and where: a time budget buys a machine-dependent number of
+    steps, so two reports compare only alongside these."""
+    m = c.get("metrics") or {}
+    return {"steps": m.get("train_steps", c.get("step")), "seconds": m.get("train_time_s"),
+            "images_seen": m.get("images_seen"), "host": c.get("host")}
+
+
+def _training_line(name: str, t: dict[str, Any]) -> str:
+    parts = [f"{t['steps']:,} steps" if t.get("steps") is not None else "steps unknown"]
+    if t.get("images_seen"):
+        parts[0] += f" ({t['images_seen']:,} images)"
+    if t.get("seconds") is not None:
+        parts.append(f"in {t['seconds']:,.0f} s")
+    h = t.get("host")
+    if h:
+        where = h.get("gpu") or f"{h['cpu']}, {h['cpu_capability']}, {h['cpu_cores']} cores"
+        parts.append(f"on {where}")
+    return f"training of {name}: {' '.join(parts)}  "
+
+
 def render_report(result: dict[str, Any], before: dict[str, Any] | None = None) -> str:
     """report.md: the metrics.json of one evaluation for people, optionally compared with an earlier one."""
     label = result["label"]
     lines = [f"# Evaluation of {label}", "", f"checkpoints: {', '.join(result['checkpoints'])}  ",
-             f"data: {', '.join(result['data'])}", "", "## Headline", ""]
+             f"data: {', '.join(result['data'])}  ",
+             *(_training_line(n, t) for n, t in result.get("training", {}).items()), "", "## Headline", ""]
     who = [label, *(result["members"] if len(result["members"]) > 1 else [])]
     lines += _table(["model", *(h for _, h in _HEADLINE)],
                     [[w if w == label else f"member {w}",
@@ -403,6 +425,7 @@ def evaluate(checkpoint: str | Path, data: list[str], out: str | Path, device: s
     labels = d["labels"]
     paths = ck.resolve(checkpoint)
     member_probs: dict[str, np.ndarray] = {}
+    training: dict[str, dict[str, Any]] = {}
     for p in paths:
         c = ck.load(p)
         if len(c["bands"]) != d["images"].shape[1] or c["image_size"] != d["images"].shape[-1]:
@@ -412,12 +435,15 @@ def evaluate(checkpoint: str | Path, data: list[str], out: str | Path, device: s
                              f"expects {len(c['bands'])} bands of {c['image_size']}px")
         model = ck.build_model(c).to(dev)
         logits = predict_logits(model, d["images"], dev, batch_size)
-        member_probs[p.parent.name if p.name == "best.pt" else p.stem] = sigmoid(logits / c["temperature"])
+        name = p.parent.name if p.name == "best.pt" else p.stem
+        member_probs[name] = sigmoid(logits / c["temperature"])
+        training[name] = training_record(c)
     names = list(member_probs)
     probs = np.mean([member_probs[n] for n in names], axis=0)
     label = "ensemble" if len(names) > 1 else names[0]
     result: dict[str, Any] = {"checkpoints": [str(p) for p in paths], "data": [str(x) for x in data],
-                              "members": {n: summary(labels, pr) for n, pr in member_probs.items()}}
+                              "members": {n: summary(labels, pr) for n, pr in member_probs.items()},
+                              "training": training}
     result[label] = summary(labels, probs)
     # per-kind false-positive rates at two operating points
     thr = {"p>0.5": 0.5, "fpr=1e-2": threshold_at_fpr(labels, probs, 1e-2)}

@@ -190,6 +190,7 @@ def restore_rng_state(saved: dict[str, Any] | Any, device: str) -> None:
 
 class Trainer:
     def __init__(self, cfg: TrainingConfig, dcfg: DataConfig, device: str, progress: bool = True, dist=None):
+        from lenstrt.envinfo import host
         from lenstrt.train.distributed import SINGLE
         from lenstrt.train.hardware import choose_precision
 
@@ -198,6 +199,7 @@ class Trainer:
         self.cfg, self.dcfg, self.device, self.progress = cfg, dcfg, device, progress
         self.dist = dist or SINGLE  # rank 0 alone validates, calibrates and writes checkpoints
         self.precision = choose_precision(cfg, device)
+        self.host = host(device)
 
     # -- one member ---------------------------------------------------------------------------
     def train_member(self, arch: str, seed: int, train: Dataset, val: Dataset, out: Path, resume: bool = False,
@@ -440,7 +442,7 @@ class Trainer:
             "temperature": 1.0, "metrics": {}, "config": cfg, "seed": seed, "step": step,
             "train_lens_fraction": train.lens_fraction, "history": list(history),
             "versions": {"lenstrt": __version__, "torch": str(torch.__version__)}, "data_hash": train.data_hash,
-            "precision": self.precision.dtype, "init": getattr(self, "_init", None),
+            "precision": self.precision.dtype, "init": getattr(self, "_init", None), "host": self.host,
         }
 
     def _tracker(self, out: Path):
@@ -619,7 +621,7 @@ def _train(cfg: TrainingConfig, dcfg: DataConfig, data: list[str], out: Path, de
         "distributed": {"world_size": dist.world, "backend": dist.backend or None,
                         "mode": "member-parallel" if by_member else ("ddp" if dist.active else None),
                         "effective_batch": cfg.batch_size * (1 if by_member else dist.world)},
-        "lenstrt_version": __version__, "peak_rss_mb": peak_rss_mb(),
+        "lenstrt_version": __version__, "peak_rss_mb": peak_rss_mb(), "host": trainer.host,
         "init": [winit.record(m) for m in inits] if any(m is not None for m in inits) else None,
     }
     if dist.main:
