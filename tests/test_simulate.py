@@ -33,8 +33,9 @@ def test_default_preset_draws_the_survey_radii_and_edge_on_discs():
     a = simulate_arrays(load_survey("lsst-gri"), 200, np.random.default_rng(4), lens_fraction=0.5)
     lens = a["labels"] == 1
     theta, snr = a["theta_e"][lens], a["arc_snr"][lens]
-    assert np.all((theta >= 0.5) & (theta <= 3.5)) and np.all((snr >= 60 * 0.99) & (snr <= 2000 * 1.01))
+    assert np.all((theta >= 0.5) & (theta <= 3.5)) and np.all((snr >= 30 * 0.99) & (snr <= 2000 * 1.01))
     assert theta.min() < 0.8 and theta.max() > 2.2  # the survey's radii, not the 0.8-2.2" of before
+    assert snr.min() < 60  # arcs from S/N 30, not the 60 of before
     assert set(a["kind"].astype(str)) == {"lens", "galaxy", "companion", "edgeon"}
 
 
