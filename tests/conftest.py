@@ -4,7 +4,7 @@ hardware or library is missing.
 Two model fixtures: `run_dir`/`bundle_dir` are near-random (30 steps on 96 cutouts: validation AUC of a
 coin flip, temperatures of 2-12), good for contracts and plumbing only; `good_run_dir`/`good_bundle_dir`
 are a model that works (two vit_tiny members trained on an easy simulated set to validation AUC > 0.95
-on 300 rows, temperatures well away from 1, a training lens fraction of ~0.35), so calibration, fusion,
+on 300 rows, temperatures away from 1 (host-dependent: docs/testing.md), a training lens fraction of ~0.35), so calibration, fusion,
 prevalence and the export's AUC gate are exercised for real. See docs/testing.md.
 """
 
@@ -123,7 +123,7 @@ EASY_SURVEY = {
 }
 EASY_LENS_FRACTION = 0.35
 GOOD_TRAINING = dict(arch=("vit_tiny",), members=2, max_steps=300, batch_size=32, val_every=100, warmup_steps=10,
-                     lr=3e-3, val_fraction=0.25, amp=False)
+                     lr=3e-3, weight_decay=0.0, val_fraction=0.25, amp=False)
 
 
 def _built(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
