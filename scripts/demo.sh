@@ -35,8 +35,16 @@ $L train --data "$OUT/data/survey_population" --arch resnet18 --max-steps 30 --i
 $L evaluate --checkpoint "$OUT/run_ft" --data "$OUT/data/xsim" --out "$OUT/eval_xsim_ft" --compare "$OUT/eval_xsim/metrics.json" -q
 
 step "5/7 export: validated ONNX + fp16 + INT8 graphs + fused ensemble graph (+ TensorRT engines where TensorRT and a GPU exist)"
-$L export --checkpoint "$OUT/run" --checkpoint "$OUT/run_vit" --fp16 --int8 --fuse --out "$OUT/bundle" \
-    --triton "$OUT/triton"
+# The INT8 gate can refuse the demo's 100-step model: on an AVX2 CPU without VNNI its INT8 graph moved the
+# probabilities by a mean 0.037 (tolerance 0.02), where AVX-512 hosts passed and a trained model passes
+# (mean 0.0004). Then the demo shows the refusal and goes on without INT8 (docs/export.md, "INT8").
+PREC=fp32,int8
+if ! $L export --checkpoint "$OUT/run" --checkpoint "$OUT/run_vit" --fp16 --int8 --fuse --out "$OUT/bundle" \
+    --triton "$OUT/triton"; then
+  echo "note: the INT8 gate refused this toy model's graph on this CPU (above); exporting without --int8"
+  PREC=fp32
+  $L export --checkpoint "$OUT/run" --checkpoint "$OUT/run_vit" --fp16 --fuse --out "$OUT/bundle" --triton "$OUT/triton"
+fi
 
 step "6/7 serve: score a fresh simulated catalog with the ensemble (resumable, exactly once; auto picks the fastest validated path)"
 $L simulate --n 3000 --seed 3 --out "$OUT/data/catalog" --shard-size 1000 -q
@@ -53,7 +61,7 @@ $L serve --bundle "$OUT/bundle" --input "$OUT/survey/stamps" --out "$OUT/survey/
 $L verify "$OUT/bundle" | tail -n 1
 
 step "7/7 bench: PyTorch vs ONNX Runtime vs OpenVINO, fp32 and INT8, speed and agreement (short run)"
-$L bench --bundle "$OUT/bundle" --backends torch,ort,openvino --precision fp32,int8 --batch-sizes 64 \
+$L bench --bundle "$OUT/bundle" --backends torch,ort,openvino --precision "$PREC" --batch-sizes 64 \
     --ensemble members,separate,fused --duration-s 1 \
     --instance g4dn.xlarge --output-dir "$OUT/bench"
 
