@@ -25,6 +25,8 @@ def no_tf32():
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet18_half"])
 def test_amp_training_steps_on_cuda(sim_dir, tmp_path, arch):
+    import torch
+
     from lenstrt import checkpoint as ck
     from lenstrt.config import DataConfig, TrainingConfig
     from lenstrt.train.trainer import train
@@ -36,6 +38,8 @@ def test_amp_training_steps_on_cuda(sim_dir, tmp_path, arch):
     assert all(np.isfinite(v.float().numpy()).all() for v in c["state_dict"].values())
     last = ck.load(tmp_path / f"{arch}-s0" / "last.pt")
     assert "cuda" in last["rng_state"]  # dropout on CUDA draws from the CUDA generators
+    # where it trained: the GPU's name, as evaluate's report will quote it
+    assert c["host"]["gpu"] == m["host"]["gpu"] == torch.cuda.get_device_name(0)
 
 
 def test_warm_start_on_cuda(sim_dir, run_dir, tmp_path):
