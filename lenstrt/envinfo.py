@@ -42,10 +42,12 @@ def host(device: str) -> dict[str, Any]:
     """What a time budget bought: a run's step count depends on the machine (the same 20 CPU minutes were
     ~4,350 resnet18_half steps on an AVX-512 host and 1,878 on an AVX2 one), so checkpoints and runs record
     where they trained. cpu_capability is the vector ISA PyTorch's kernels use (AVX2, AVX512, ...)."""
-    import torch
-
-    out: dict[str, Any] = {"cpu": cpu_model(), "cpu_cores": os.cpu_count(),
-                           "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    out: dict[str, Any] = {"cpu": cpu_model(), "cpu_cores": os.cpu_count()}
+    try:
+        import torch
+    except Exception:  # `lenstrt info` on a broken install still names the CPU
+        return out
+    out["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     if device.startswith("cuda"):
         out["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return out
@@ -86,8 +88,7 @@ def collect() -> dict[str, Any]:
         "lenstrt": _version("lenstrt"),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "cpu": cpu_model(),
-        "cpu_cores": os.cpu_count(),
+        **host("cpu"),
     }
     torch_v = _version("torch")
     info["torch"] = torch_v
@@ -96,7 +97,6 @@ def collect() -> dict[str, Any]:
 
         info["torch_cuda"] = torch.version.cuda
         info["cuda_available"] = torch.cuda.is_available()
-        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     info["torchvision"] = _version("torchvision")
     info["onnx"] = _version("onnx")
     ort_v = _version("onnxruntime")

@@ -26,6 +26,13 @@ def test_info_json():
     for key in ("python", "torch", "onnxruntime", "onnxruntime_providers", "tensorrt", "gpus", "cpu_cores"):
         assert key in info
     assert "CPUExecutionProvider" in info["onnxruntime_providers"]
+    import torch
+
+    from lenstrt.envinfo import host
+
+    # `info` names the host the way checkpoints record it, so a user can match a run to this machine
+    assert {k: info[k] for k in host("cpu")} == host("cpu")
+    assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 
 
 def test_user_error_is_one_line(tmp_path):
