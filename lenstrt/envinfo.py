@@ -28,21 +28,32 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def cpu_has_native_bf16() -> bool:
-    """AVX512_BF16 or AMX: bf16 compute at about twice fp32 (torch autocast, OpenVINO's precision hint)."""
+def _cpu_flags() -> set[str]:
     try:
         with open("/proc/cpuinfo") as fh:
-            flags = next((ln for ln in fh if ln.startswith("flags")), "").split()
+            return set(next((ln for ln in fh if ln.startswith("flags")), "").split())
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return set()
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512_BF16 or AMX: bf16 compute at about twice fp32 (torch autocast, OpenVINO's precision hint)."""
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_has_int8_dot() -> bool:
+    """VNNI (AVX-512 or AVX) or AMX: 8-bit products summed in int32. Without it ONNX Runtime multiplies uint8 by
+    int8 with VPMADDUBSW, whose int16 pair sums saturate: an INT8 graph that holds elsewhere can fail its
+    gate (measured on an AVX2 EPYC, docs/export.md)."""
+    return bool(_cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def host(device: str) -> dict[str, Any]:
     """What a time budget bought: a run's step count depends on the machine (the same 20 CPU minutes were
     ~4,350 resnet18_half steps on an AVX-512 host and 1,878 on an AVX2 one), so checkpoints and runs record
-    where they trained. cpu_capability is the vector ISA PyTorch's kernels use (AVX2, AVX512, ...)."""
-    out: dict[str, Any] = {"cpu": cpu_model(), "cpu_cores": os.cpu_count()}
+    where they trained. cpu_capability is the vector ISA PyTorch's kernels use (AVX2, AVX512, ...);
+    cpu_int8_dot whether INT8 graphs validated here hold on CPUs without VNNI (cpu_has_int8_dot)."""
+    out: dict[str, Any] = {"cpu": cpu_model(), "cpu_cores": os.cpu_count(), "cpu_int8_dot": cpu_has_int8_dot()}
     try:
         import torch
     except Exception:  # `lenstrt info` on a broken install still names the CPU

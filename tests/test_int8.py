@@ -22,8 +22,11 @@ def int8_bundle(run_dir, tmp_path_factory):
 
 
 def test_int8_artifacts_agreement_and_manifest(int8_bundle):
+    from lenstrt.envinfo import cpu_has_int8_dot
+
     b = Bundle(int8_bundle)
     assert all(r["ok"] for r in b.verify())
+    assert b.manifest["exported_on"]["cpu_int8_dot"] is cpu_has_int8_dot()
     for m in b.members:
         art = m.artifact("onnx_int8")
         assert art["precision"] == "int8" and art["calibration"]["method"] == "percentile"
@@ -135,6 +138,66 @@ def test_openvino_runs_the_int8_graph(int8_bundle):
 
 # -- INT8 TensorRT engines: explicit quantization from the same QDQ graph ---------------------------------------
 
+def _qdq_graph(zero_point: np.ndarray | None):
+    """x -> QuantizeLinear -> DequantizeLinear -> y, with this zero point (None: none given)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.array(0.1, np.float32), "s")]
+    q_in, dq_in = ["x", "s"], ["q", "s"]
+    if zero_point is not None:
+        inits.append(numpy_helper.from_array(zero_point, "z"))
+        q_in, dq_in = q_in + ["z"], dq_in + ["z"]
+    g = helper.make_graph([helper.make_node("QuantizeLinear", q_in, ["q"], name="q0"),
+                           helper.make_node("DequantizeLinear", dq_in, ["y"], name="dq0")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], inits)
+    return helper.make_model(g)
+
+
+@pytest.mark.parametrize("zero_point,problem", [
+    (np.array(0, np.int8), None),
+    (np.array(3, np.int8), "nonzero zero point"),
+    (np.array(0, np.uint8), "type UINT8, not INT8"),
+    (np.array(128, np.uint8), "type UINT8, not INT8"),
+    (None, "no zero point, so its output is UINT8"),
+])
+def test_tensorrt_qdq_problems(zero_point, problem):
+    """TensorRT's ONNX parser takes Q/DQ zero points of int8 0 only (UINT8 only at network I/O): found on the
+    CPU, before a GPU build fails on it."""
+    from lenstrt.export.int8 import tensorrt_qdq_problems
+
+    got = tensorrt_qdq_problems(_qdq_graph(zero_point))
+    if problem is None:
+        assert got == []
+    else:
+        assert got and problem in got[0] and got[0].startswith("QuantizeLinear q0")
+
+
+def test_cpu_int8_graph_is_uint8_and_the_tensorrt_graph_is_symmetric(int8_bundle, tmp_path):
+    """The CPU graph keeps uint8 activations with zero points (what ONNX Runtime runs best on AVX2 without VNNI);
+    the graph TensorRT builds, quantized from the same fp32 graph, has none and still ranks like fp32."""
+    from lenstrt import checkpoint as ck
+    from lenstrt.export.int8 import calibration_set, int8_from_onnx, tensorrt_qdq_problems
+    from lenstrt.export.pipeline import _int8_agreement, validation_set
+    from lenstrt.export.validate import run_onnx_guarded
+
+    b = Bundle(int8_bundle)
+    m = b.members[0]
+    cpu = onnx.load(str(int8_bundle / m.artifact("onnx", "int8")["path"]))
+    assert len(tensorrt_qdq_problems(cpu)) > 10
+    c = ck.load(int8_bundle / m.entry["checkpoint"]["path"])
+    calib, _ = calibration_set(c, None, 32)
+    src = int8_bundle / m.artifact("onnx", "fp32")["path"]
+    info = int8_from_onnx(src, tmp_path / "t.onnx", calib, symmetric=True)
+    assert info["calibration"]["activations"] == "int8 symmetric"
+    assert tensorrt_qdq_problems(onnx.load(str(tmp_path / "t.onnx"))) == []
+    images, labels, _ = validation_set(c, None, 64)
+    ref = run_onnx_guarded(src, images, "disable")[0][:, 0]
+    got = run_onnx_guarded(tmp_path / "t.onnx", images, "disable")[0][:, 0]  # emulated, as TensorRT computes it
+    a = _int8_agreement(ref.astype(np.float64), got.astype(np.float64), float(c["temperature"]), labels)
+    assert a["mean_abs_prob_diff"] < 0.02, a
+
+
 @pytest.mark.parametrize("version,cc,problem", [
     ("10.13.0.35", "9.0", None), ("11.4.0", "8.9", None), ("10.0.1", "7.5", None),
     ("8.6.1", "9.0", "need TensorRT >= 10"), ("10.13.0.35", "7.0", "no INT8 tensor cores"),
@@ -145,17 +208,22 @@ def test_int8_engine_decision(version, cc, problem):
 
     got = trtx.int8_problem(version, cc)
     assert (got is None) if problem is None else (problem in got)
-    assert trtx.source_graph_for("int8") == "int8" and trtx.source_graph_for("fp16") == "fp16"
+    assert trtx.source_graph_for("int8") == "int8-symmetric" and trtx.source_graph_for("fp16") == "fp16"
     with pytest.raises(ExportError, match="not 'int4'"):
         trtx.source_graph_for("int4")
 
 
 def test_export_builds_int8_engine_from_the_qdq_graph(run_dir, tmp_path, monkeypatch):
-    """TensorRT faked as in test_gpu_logic: 'building' copies the graph, ONNX Runtime 'runs' it."""
+    """TensorRT faked as in test_gpu_logic: 'building' copies the graph after checking what TensorRT's ONNX
+    parser would refuse in it, ONNX Runtime 'runs' it with its QDQ pairs emulated in float (no fused integer
+    kernels: TensorRT's INT8 products accumulate in int32 and do not saturate like an AVX2 CPU's)."""
     import shutil
+
+    import onnx
 
     import lenstrt.export.pipeline as pipe
     from lenstrt.export import tensorrt as trtx
+    from lenstrt.export.int8 import tensorrt_qdq_problems
     from lenstrt.export.pipeline import export_bundle
     from lenstrt.runtime.ort import OrtRunner
     from lenstrt.runtime.select import resolve_precision
@@ -164,13 +232,14 @@ def test_export_builds_int8_engine_from_the_qdq_graph(run_dir, tmp_path, monkeyp
     built = []
 
     def build(tmp, src_rel, rel_plan, input_name, chw, batch, fp16, log):
+        assert tensorrt_qdq_problems(onnx.load(str(tmp / src_rel))) == []
         shutil.copyfile(tmp / src_rel, tmp / rel_plan)
         built.append((src_rel, rel_plan))
         return {"source_graph": trtx.source_graph(fp16), "precision": "fp16" if fp16 else "fp32", **plan,
                 "build": {"strongly_typed": True}}
 
     def run(p, entry, images, outputs):
-        with OrtRunner("engine", p, "cpu", "all", output_names=outputs) as r:
+        with OrtRunner("engine", p, "cpu", "disable", output_names=outputs) as r:
             return r.infer(images)
 
     monkeypatch.setattr(trtx, "status", lambda: (True, "TensorRT (fake)"))
@@ -178,9 +247,37 @@ def test_export_builds_int8_engine_from_the_qdq_graph(run_dir, tmp_path, monkeyp
     monkeypatch.setattr(pipe, "_run_engine", run)
     m = export_bundle([str(run_dir / "resnet18-s0" / "best.pt")], tmp_path / "b", n_val=32, log=lambda *a: None,
                       int8=True, calib_n=32)
-    assert built == [("resnet18-s0.onnx", "resnet18-s0.plan"), ("resnet18-s0.int8.onnx", "resnet18-s0.int8.plan")]
-    p8 = m["members"][0]["artifacts"]["plan_int8"]
-    assert p8["precision"] == "int8" and p8["source_graph"] == "int8" and p8["build"]["strongly_typed"]
+    assert built == [("resnet18-s0.onnx", "resnet18-s0.plan"), ("resnet18-s0.int8.trt.onnx", "resnet18-s0.int8.plan")]
+    arts = m["members"][0]["artifacts"]
+    p8 = arts["plan_int8"]
+    assert p8["precision"] == "int8" and p8["source_graph"] == "int8-symmetric" and p8["build"]["strongly_typed"]
+    # the engine's graph is in the bundle, hashed, and no CPU runtime picks it: the CPU graph stays uint8
+    assert arts["onnx_int8_trt"]["format"] == "onnx-trt" and arts["onnx_int8_trt"]["calibration"]["activations"] == \
+        "int8 symmetric"
+    assert Bundle(tmp_path / "b").members[0].artifact("onnx", "int8")["path"] == "resnet18-s0.int8.onnx"
+    assert tensorrt_qdq_problems(onnx.load(str(tmp_path / "b" / "resnet18-s0.int8.onnx")))
     assert m["members"][0]["agreement"]["engine_int8"]["n"] == 32
     assert [e["path"] for e in m["engines"]] == ["resnet18-s0.plan", "resnet18-s0.int8.plan"]
     assert resolve_precision("trt", "cuda", "auto", Bundle(tmp_path / "b"))[0] == "int8"
+
+
+@pytest.mark.parametrize("vnni,emulated_shift,says", [
+    (False, 0.0, "the quantization itself holds"),  # AVX2 without VNNI: the kernels, not the graph
+    (False, 0.3, "try --calib-method"),  # the graph itself is off: calibration is the remedy
+    (True, 0.0, "try --calib-method"),  # VNNI CPUs do not saturate: nothing to blame but the graph
+])
+def test_refused_int8_graph_names_the_cause(vnni, emulated_shift, says, monkeypatch, tmp_path):
+    import lenstrt.envinfo as envinfo
+    import lenstrt.export.pipeline as pipe
+    from lenstrt.models import export_spec
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(0, 3, 400)
+    labels = (ref + rng.normal(0, 1, 400) > 0).astype(np.int64)
+    monkeypatch.setattr(envinfo, "cpu_has_int8_dot", lambda: vnni)
+    monkeypatch.setattr(pipe, "run_onnx_guarded",
+                        lambda path, images, level: [(ref + emulated_shift * rng.normal(0, 3, 400))[:, None]])
+    got = pipe._int8_remedy(tmp_path / "m.int8.onnx", None, ref, 1.0, labels, export_spec("resnet18"))
+    assert says in got
+    if "holds" in got:
+        assert "mean |prob diff| 0.00e+00" in got and "VNNI" in got

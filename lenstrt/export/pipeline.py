@@ -18,6 +18,7 @@ import numpy as np
 from lenstrt import __version__
 from lenstrt import checkpoint as ck
 from lenstrt.bundle import MANIFEST, SCHEMA, kind
+from lenstrt.envinfo import host
 from lenstrt.errors import ExportError
 from lenstrt.export.tolerances import gate, tolerances
 from lenstrt.export.validate import agreement, run_onnx_guarded, within
@@ -175,9 +176,10 @@ def export_bundle(checkpoints: list[str], out: str | Path, fp16: bool = False, f
                 arts["plan"] = _art(tmp, rel_plan, "plan", agreement=agree["engine"], **info)
                 engines.append({"member": name, **arts["plan"]})
                 if int8:
-                    got8 = _int8_engine(tmp, name, spec, (c_, h_, w_), batch, images, ref, T, labels, val_desc, log)
+                    got8 = _int8_engine(tmp, name, rel, spec, calib, calib_method, (c_, h_, w_), batch, images, ref, T,
+                                        labels, val_desc, log)
                     if got8:
-                        arts["plan_int8"], agree["engine_int8"] = got8
+                        arts["onnx_int8_trt"], arts["plan_int8"], agree["engine_int8"] = got8
                         engines.append({"member": name, **arts["plan_int8"]})
             members.append({
                 "name": name, "arch": c["arch"], "arch_kwargs": c["arch_kwargs"], "temperature": T,
@@ -209,6 +211,8 @@ def export_bundle(checkpoints: list[str], out: str | Path, fp16: bool = False, f
                        "meaning": "logit; calibrated lens probability = sigmoid(logit / member.temperature)"},
             "preprocess": first["preprocess"], "batch": {"min": batch[0], "opt": batch[1], "max": batch[2]},
             "validation_data": val_desc, "members": members, "fused": fused,
+            # where the gates ran: an INT8 graph validated on a VNNI CPU can move scores more on one without
+            "exported_on": host("cpu"),
             "tensorrt": {"built": can_trt, "why": None if can_trt else trt_why}, "engines": engines,
         }
         write_json(tmp / MANIFEST, manifest)
@@ -266,15 +270,31 @@ def _int8_member(tmp: Path, name: str, rel: str, spec, calib, calib_desc, method
     why = gate(agree, tolerances(spec)["int8"])
     if why:
         raise ExportError(f"member {name}: INT8 graph ({method} calibration on {calib_desc}) {why} on {val_desc}; "
-                          "try --calib-method or more --calib-n, or export without --int8")
+                          + _int8_remedy(tmp / rel8, images, ref, T, labels, spec))
     return _art(tmp, rel8, "onnx", "int8", opset=spec.opset, ort_opt_level=FP32_LEVEL, **info), agree
 
 
-def _int8_engine(tmp: Path, name: str, spec, chw, batch, images, ref, T: float, labels, val_desc: str,
-                 log) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """The member's INT8 TensorRT engine, built strongly typed from its QDQ graph (explicit quantization)
-    and gated like the QDQ graph; None (and a log line) where this TensorRT or GPU cannot build one."""
+def _int8_remedy(path: Path, images, ref, T: float, labels, spec) -> str:
+    """What to do about a refused INT8 graph. Run with its Q/DQ pairs emulated in float (exact integer
+    products, as TensorRT and VNNI CPUs compute them), it shows whether the quantization or this CPU's
+    INT8 kernels lost the agreement."""
+    from lenstrt.envinfo import cpu_has_int8_dot
+
+    emulated = _int8_agreement(ref, run_onnx_guarded(path, images, "disable")[0][:, 0], T, labels)
+    if cpu_has_int8_dot() or gate(emulated, tolerances(spec)["int8"]):
+        return "try --calib-method or more --calib-n, or export without --int8"
+    return (f"the quantization itself holds (emulated exactly: mean |prob diff| {emulated['mean_abs_prob_diff']:.2e}, "
+            f"max {emulated['max_abs_prob_diff']:.2e}), this CPU's INT8 kernels do not (no VNNI: products saturate, "
+            "docs/export.md); export with --int8 on a CPU with VNNI or AMX, or without --int8 here")
+
+
+def _int8_engine(tmp: Path, name: str, rel: str, spec, calib, method: str, chw, batch, images, ref, T: float, labels,
+                 val_desc: str, log) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]] | None:
+    """The member's INT8 TensorRT engine, built strongly typed from a QDQ graph of its own (explicit
+    quantization, symmetric: what TensorRT's parser takes) and gated like the CPU's INT8 graph; None (and a
+    log line) where this TensorRT or GPU cannot build one. Returns (that graph's entry, the engine's, agreement)."""
     from lenstrt.export import tensorrt as trtx
+    from lenstrt.export.int8 import int8_from_onnx
 
     try:
         fp = trtx.gpu_fingerprint()
@@ -284,15 +304,18 @@ def _int8_engine(tmp: Path, name: str, spec, chw, batch, images, ref, T: float, 
     if problem:
         log(f"{name}: INT8 TensorRT engine skipped: {problem}")
         return None
-    rel_plan = f"{name}.int8.plan"
-    info = _build_engine(tmp, f"{name}.int8.onnx", rel_plan, spec.input_name, chw, batch, False, log)
+    rel_plan, rel_src = f"{name}.int8.plan", f"{name}.int8.trt.onnx"
+    qinfo = int8_from_onnx(tmp / rel, tmp / rel_src, calib, method, spec.int8_float_ops, symmetric=True)
+    info = _build_engine(tmp, rel_src, rel_plan, spec.input_name, chw, batch, False, log)
     info.update(source_graph=trtx.source_graph_for("int8"), precision="int8")
     got = _run_engine(tmp / rel_plan, info, images, [spec.output_name])
     agree = _int8_agreement(ref, np.asarray(got, np.float64), T, labels)
     why = gate(agree, tolerances(spec)["int8"])
     if why:
         raise ExportError(f"member {name}: TensorRT INT8 engine {why} on {val_desc}")
-    return _art(tmp, rel_plan, "plan", agreement=agree, **info), agree
+    # format onnx-trt: no CPU runtime picks it (bundle.find asks for "onnx"); it is kept to rebuild from
+    return (_art(tmp, rel_src, "onnx-trt", "int8", opset=spec.opset, **qinfo),
+            _art(tmp, rel_plan, "plan", agreement=agree, **info), agree)
 
 
 def _int8_fused(fused: dict[str, Any], members, tmp: Path, calib, calib_desc, method: str, images, labels,

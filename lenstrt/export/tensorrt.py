@@ -7,10 +7,10 @@ reductions kept fp32) for FP16, the fp32 graph otherwise. TensorRT 11 removed Bu
 10.12 deprecated it; on 10.0-10.11 it still exists, but weak typing would be free to run the
 preprocessing of raw fluxes (~1e5, above fp16's 65504) in fp16, so it is never set.
 
-INT8 is explicit quantization: the engine is built, strongly typed, from the INT8 QDQ graph that ONNX
-Runtime and OpenVINO run (`export --int8`); the scales are in the graph, so there is no calibrator and no
-INT8 builder flag (a strongly typed network refuses precision flags). `int8_problem` says where that
-cannot work.
+INT8 is explicit quantization: the engine is built, strongly typed, from a symmetric INT8 QDQ graph of its
+own (`export --int8`; the parser takes zero points of 0 and INT8 only, not the uint8 graph ONNX Runtime and
+OpenVINO run, export/int8.py); the scales are in the graph, so there is no calibrator and no INT8 builder
+flag (a strongly typed network refuses precision flags). `int8_problem` says where that cannot work.
 """
 
 from __future__ import annotations
@@ -50,11 +50,12 @@ def source_graph(fp16: bool) -> str:
     return "fp16" if fp16 else "fp32"
 
 
-SOURCE_GRAPHS = {"fp32": "fp32", "fp16": "fp16", "int8": "int8"}
+# int8: the symmetric QDQ graph (artifact onnx_int8_trt), not the CPU runtimes' one (export/int8.py)
+SOURCE_GRAPHS = {"fp32": "fp32", "fp16": "fp16", "int8": "int8-symmetric"}
 
 
 def source_graph_for(precision: str) -> str:
-    """The ONNX graph an engine of `precision` is built from (manifest artifact onnx / onnx_fp16 / onnx_int8)."""
+    """The ONNX graph an engine of `precision` is built from (manifest artifact onnx / onnx_fp16 / onnx_int8_trt)."""
     if precision not in SOURCE_GRAPHS:
         raise ExportError(f"TensorRT engines are built fp32, fp16 or int8, not {precision!r}")
     return SOURCE_GRAPHS[precision]
