@@ -281,3 +281,20 @@ def test_refused_int8_graph_names_the_cause(vnni, emulated_shift, says, monkeypa
     assert says in got
     if "holds" in got:
         assert "mean |prob diff| 0.00e+00" in got and "VNNI" in got
+
+
+@pytest.mark.parametrize("exported_vnni,here_vnni,warns", [(True, False, True), (True, True, False),
+                                                           (False, False, False), (None, False, False)])
+def test_serving_int8_warns_on_a_cpu_without_the_exporters_vnni(int8_bundle, exported_vnni, here_vnni, warns,
+                                                               monkeypatch):
+    import lenstrt.envinfo as envinfo
+    from lenstrt.runtime.select import resolve_precision
+
+    b = Bundle(int8_bundle)
+    if exported_vnni is None:  # bundles from before 2026-11-30 record no exporting host: nothing to compare
+        b.manifest.pop("exported_on")
+    else:
+        b.manifest["exported_on"]["cpu_int8_dot"] = exported_vnni
+    monkeypatch.setattr(envinfo, "cpu_has_int8_dot", lambda: here_vnni)
+    prec, why = resolve_precision("ort", "cpu", "auto", b)
+    assert prec == "int8" and ("warning: validated on a CPU with VNNI" in why) is warns

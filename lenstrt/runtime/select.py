@@ -85,6 +85,19 @@ def _int8_note(bundle: Bundle, fused: bool) -> str:
     return "; ".join(parts)
 
 
+def _int8_host_note(bundle: Bundle, here: bool | None = None) -> str:
+    """A warning where the INT8 graph was validated on a CPU with VNNI/AMX and this one has neither: its
+    uint8 x int8 products can saturate here (mean |Δp| 0.005 -> 0.037 for one graph, docs/export.md)."""
+    if here is None:
+        from lenstrt.envinfo import cpu_has_int8_dot
+
+        here = cpu_has_int8_dot()
+    if (bundle.manifest.get("exported_on") or {}).get("cpu_int8_dot") and not here:
+        return ("; warning: validated on a CPU with VNNI, this one has none, where INT8 can move scores more: "
+                "check with `lenstrt bench --precision int8` (agreement) or re-export here")
+    return ""
+
+
 def _has(graphs: list[dict], fmt: str, precision: str) -> bool:
     return bool(graphs) and all(find(g, fmt, precision) for g in graphs)
 
@@ -97,7 +110,7 @@ def _auto_why(backend: str, device: str, prec: str, bundle: Bundle, fused: bool,
         return ("the bundle's validated INT8 engines (explicit quantization)" if prec == "int8"
                 else f"TensorRT engines built {prec}")
     if prec == "int8":
-        return f"the bundle's validated INT8 graph ({_int8_note(bundle, fused)})"
+        return f"the bundle's validated INT8 graph ({_int8_note(bundle, fused)})" + _int8_host_note(bundle)
     if prec == "fp16":
         return "the bundle's fp16 graph"
     return "the fp32 graph" + (" (no INT8 graph: export with --int8 for ~3x on CPUs)" if device == "cpu" else "")
