@@ -37,7 +37,8 @@ $L evaluate --checkpoint "$OUT/run_ft" --data "$OUT/data/xsim" --out "$OUT/eval_
 step "5/7 export: validated ONNX + fp16 + INT8 graphs + fused ensemble graph (+ TensorRT engines where TensorRT and a GPU exist)"
 # The INT8 gate can refuse the demo's 100-step model: on an AVX2 CPU without VNNI its INT8 graph moved the
 # probabilities by a mean 0.037 (tolerance 0.02), where AVX-512 hosts passed and a trained model passes
-# (mean 0.0004). Then the demo shows the refusal and goes on without INT8 (docs/export.md, "INT8").
+# (mean 0.0004). Then the demo shows the refusal, which says whether the quantization or the CPU's kernels
+# lost the agreement, and goes on without INT8 (docs/export.md, "INT8 on AVX2 CPUs without VNNI").
 PREC=fp32,int8
 if ! $L export --checkpoint "$OUT/run" --checkpoint "$OUT/run_vit" --fp16 --int8 --fuse --out "$OUT/bundle" \
     --triton "$OUT/triton"; then
