@@ -172,7 +172,8 @@ def check_engine(engine: dict[str, Any], trt_version: str | None, gpu_name: str 
 
     TensorRT serializes engines for one GPU architecture and one TensorRT release; loading one elsewhere
     fails at best and misbehaves at worst, so we refuse and say how to rebuild."""
-    rebuild = (f"rebuild it here with `lenstrt export --checkpoint {bundle_dir}/checkpoints --fp16 "
+    flag = {"fp16": " --fp16", "int8": " --int8"}.get(str(engine.get("precision", "fp16")).split(" ")[0], "")
+    rebuild = (f"rebuild it here with `lenstrt export --checkpoint {bundle_dir}/checkpoints{flag} "
                f"--out {bundle_dir}` (engines must be built on the GPU that runs them), or use --backend ort")
     name = engine.get("path", "engine")
     if trt_version is None:

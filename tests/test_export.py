@@ -1,3 +1,4 @@
+import importlib.machinery
 import json
 import signal
 import sys
@@ -134,6 +135,40 @@ def test_engine_compatibility_decision(here, ok, msg):
         assert msg in str(ei.value)
         if here[0] and here[1]:
             assert "lenstrt export" in str(ei.value) and "engines/run" in str(ei.value)
+
+
+@pytest.mark.parametrize("precision,flag", [("fp16", " --fp16 "), ("int8", " --int8 "), ("fp32", " --out ")])
+def test_engine_refusal_rebuilds_the_same_precision(precision, flag):
+    """The rebuild command a refused engine prints makes that engine again: --int8 for an INT8 one (without
+    it the new bundle has no INT8 engine), nothing for an fp32 one."""
+    with pytest.raises(BundleError) as ei:
+        check_engine({**ENGINE, "precision": precision}, "11.4.0.1", ENGINE["gpu_name"], "9.0", bundle_dir="b")
+    assert f"lenstrt export --checkpoint b/checkpoints{flag}" in str(ei.value)
+    assert ("--fp16" in str(ei.value)) is (precision == "fp16") and ("--int8" in str(ei.value)) is (precision == "int8")
+
+
+@pytest.mark.parametrize("version,problem", [("8.6.1", "TensorRT 8.6.1 is too old"), ("10.0.1", None),
+                                             ("11.4.0", None)])
+def test_tensorrt_before_10_is_refused_not_crashed(version, problem, monkeypatch):
+    """TensorRT 8.6 (older containers) has no strongly typed networks, BF16 or INT64: building would die on
+    an AttributeError. Both the export's status and the runtime's probe refuse it with the reason."""
+    import sys
+    import types
+
+    from lenstrt.export import tensorrt as trtx
+    from lenstrt.runtime import trt as rtrt
+
+    fake = types.ModuleType("tensorrt")
+    fake.__version__, fake.Builder = version, object
+    fake.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    got, why = rtrt.probe()
+    ok, swhy = trtx.status()
+    if problem:
+        assert got is None and problem in why and ">= 10" in why
+        assert not ok and problem in swhy
+    else:
+        assert got == version and "too old" not in swhy
 
 
 def test_triton_repository_parses_and_matches_onnx(bundle_dir, tmp_path):

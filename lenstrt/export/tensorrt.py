@@ -73,6 +73,18 @@ def int8_problem(version: str, compute_capability: str) -> str | None:
     return None
 
 
+MIN_VERSION = 10
+
+
+def version_problem(version: str) -> str | None:
+    """Why this TensorRT cannot build or run lenstrt's engines, or None: strongly typed networks and the
+    BF16/INT64 types are TensorRT 10 API (8.6 has neither: the build would die on an AttributeError)."""
+    if parse_version(version)[0] < MIN_VERSION:
+        return (f"TensorRT {version} is too old: lenstrt builds strongly typed engines, which need TensorRT >= "
+                f"{MIN_VERSION} (pip install 'lenstrt[trt]')")
+    return None
+
+
 def status() -> tuple[bool, str]:
     """(can build, why not). Needs the tensorrt module and a CUDA GPU."""
     try:
@@ -81,6 +93,8 @@ def status() -> tuple[bool, str]:
         return False, "TensorRT is not installed (pip install 'lenstrt[trt]' on a machine with an NVIDIA GPU)"
     if not hasattr(trt, "Builder"):
         return False, "the tensorrt module here is a stub without the runtime"
+    if problem := version_problem(str(trt.__version__)):
+        return False, problem
     try:
         import torch
 

@@ -39,6 +39,10 @@ def probe() -> tuple[str | None, str]:
         return None, f"import failed: {type(exc).__name__}: {exc}"
     if not hasattr(trt, "Builder"):
         return None, "the tensorrt module here has no runtime (stubs or a partial install)"
+    from lenstrt.export.tensorrt import version_problem
+
+    if problem := version_problem(str(trt.__version__)):
+        return None, problem
     return str(trt.__version__), ""
 
 
