@@ -430,3 +430,22 @@ def test_gate_failure():
     assert "AUC drop 0.0100" in gate_failure(working, 1e-2, 0.002)
     weak = {"max_abs_prob_diff": 0.001, "auc_reference": 0.6, "auc": 0.59, "auc_drop": 0.01}
     assert gate_failure(weak, 1e-2, 0.002) is None and weak["auc_drop_enforced"] is False
+
+
+def test_trt_runner_releases_what_a_failed_activation_made():
+    """A capture or check that fails halfway through activate() must not leave engines and contexts on the GPU
+    (serve would go on to the next backend with them still held)."""
+    from lenstrt.errors import BackendError
+    from lenstrt.runtime.trt import TrtRunner
+
+    r = TrtRunner("m", "m.plan", {})
+
+    def half_way():
+        r.runtime, r.engine, r.context, r._graph_engine = object(), object(), object(), object()
+        raise BackendError("m.plan: CUDA graph capture failed")
+
+    r._set_up = half_way
+    with pytest.raises(BackendError, match="capture failed"):
+        r.activate()
+    assert not r.active
+    assert not any(hasattr(r, a) for a in ("runtime", "engine", "context", "_graph_engine"))

@@ -10,8 +10,9 @@ Outputs are read by name (`logits` for a member; `score`, `score_std`, `member_s
 graph), never by the engine's order. A batch larger than the engine profile's max is split into
 slices the profile accepts. CUDA graphs (`cuda_graph_batch`): captured once in `activate()` (before
 serve starts its reader thread, and in thread-local capture mode so another thread's CUDA calls
-cannot invalidate it) on an engine and execution context of their own, so a smaller batch (the last
-of a unit) runs on the ordinary context and never rebinds the one the graph was captured on.
+cannot invalidate it) on an engine and execution context of their own (a second deserialized engine, so
+no two contexts share an optimization profile), so a smaller batch (the last of a unit) runs on the
+ordinary context and never rebinds the one the graph was captured on.
 """
 
 from __future__ import annotations
@@ -60,6 +61,13 @@ class TrtRunner(Runner):
         self._graph: Any = None
 
     def _activate(self) -> None:
+        try:
+            self._set_up()
+        except BaseException:  # a failed capture or check must not keep engines and contexts on the GPU
+            self._deactivate()
+            raise
+
+    def _set_up(self) -> None:
         import tensorrt as trt
         import torch
 
@@ -90,7 +98,7 @@ class TrtRunner(Runner):
         self.info.update(device=self.device, tensorrt=str(trt.__version__), gpu=torch.cuda.get_device_name(),
                          profile_batch=[self.min_batch, self.profile_max])
         if self.cuda_graph_batch:
-            self._capture(shape)
+            self._capture(shape, blob)
         self.info.update(cuda_graph_batch=self.cuda_graph_batch)
 
     def _deserialize(self, blob: bytes) -> Any:
@@ -126,7 +134,7 @@ class TrtRunner(Runner):
         if not context.execute_async_v3(self.stream.cuda_stream):
             raise BackendError(f"{self.plan.name}: TensorRT execute_async_v3 failed (see the TensorRT log above)")
 
-    def _capture(self, shape: list[int]) -> None:
+    def _capture(self, shape: list[int], blob: bytes) -> None:
         import torch
 
         b = min(int(self.cuda_graph_batch or 0), self.profile_max)
@@ -134,13 +142,14 @@ class TrtRunner(Runner):
             raise BackendError(f"{self.plan.name}: CUDA graph batch {self.cuda_graph_batch} is outside the engine "
                                f"profile ({self.min_batch}..{self.profile_max})")
         self.cuda_graph_batch = b
-        # A context of its own (TensorRT >= 10 gives every new context profile 0, and two contexts may share
-        # it; both enqueue only on this runner's stream, so they never run at once). Cost: a second
-        # activation block sized for the profile's max batch.
-        self._graph_ctx = self._context(self.engine)
-        self._static_in = torch.zeros([b, *shape[1:]], dtype=self._dtypes[self.inputs[0]], device=self.device)
-        self._static_out = self._bind(self._graph_ctx, self._static_in)
-        with torch.cuda.stream(self.stream):
+        # An engine and context of their own: every context starts on profile 0, and TensorRT wants contexts in
+        # concurrent use on separate profiles (NvInferRuntime.h); a second engine needs no such argument.
+        # Cost: the weights twice (tens of MB for our classifiers) and a second activation block.
+        self._graph_engine = self._deserialize(blob)
+        self._graph_ctx = self._context(self._graph_engine)
+        with torch.cuda.stream(self.stream):  # allocated and zeroed in the order of the runs that read them
+            self._static_in = torch.zeros([b, *shape[1:]], dtype=self._dtypes[self.inputs[0]], device=self.device)
+            self._static_out = self._bind(self._graph_ctx, self._static_in)
             self._execute(self._graph_ctx)  # the first run does lazy set-up that must not be captured
         self.stream.synchronize()
         graph = torch.cuda.CUDAGraph()
@@ -155,19 +164,21 @@ class TrtRunner(Runner):
         with torch.cuda.stream(self.stream):
             t = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
             x = t.to(self.device, dtype=self._dtypes[self.inputs[0]], non_blocking=True).contiguous()
-            host = []
+            host, bound = [], []
             for a, b in batch_ranges(x.shape[0], self.profile_max):
                 if self._graph is not None and b - a == self.cuda_graph_batch:
                     self._static_in.copy_(x[a:b])
                     self._graph.replay()
                     outs = self._static_out  # read by the copy below, in stream order, before the next replay
                 else:
-                    outs = self._bind(self.context, _engine_slice(x, a, b, self.min_batch))
+                    xs = _engine_slice(x, a, b, self.min_batch)
+                    outs = self._bind(self.context, xs)
                     self._execute(self.context)
+                    bound.append((xs, outs))  # registered memory must outlive the enqueued work (enqueueV3)
                 host.append({k: v[:b - a].to("cpu", non_blocking=True) for k, v in outs.items()})
             event = torch.cuda.Event()
             event.record(self.stream)
-        return host, event, x  # x stays referenced until the work is done
+        return host, event, (x, bound)  # referenced until collect has waited for the work
 
     def _collect(self, handle: Any) -> Any:
         host, event, _ = handle
@@ -179,10 +190,10 @@ class TrtRunner(Runner):
         return self._collect(self._infer_async(images))
 
     def _deactivate(self) -> None:
-        if self.stream is not None:  # no context may be destroyed while its work is still on the stream
+        if getattr(self, "stream", None) is not None:  # no context may be destroyed while its work is on the stream
             self.stream.synchronize()
         self._graph = None
-        for attr in ("_static_out", "_static_in", "_graph_ctx", "context", "engine", "runtime"):
+        for attr in ("_static_out", "_static_in", "_graph_ctx", "_graph_engine", "context", "engine", "runtime"):
             if hasattr(self, attr):
                 delattr(self, attr)
 
