@@ -449,3 +449,14 @@ def test_trt_runner_releases_what_a_failed_activation_made():
         r.activate()
     assert not r.active
     assert not any(hasattr(r, a) for a in ("runtime", "engine", "context", "_graph_engine"))
+
+
+@pytest.mark.parametrize("size,frame,refused", [(64, 4, False), (243, 4, False), (244, 4, True), (200, 8, True),
+                                                (6, 4, False)])
+def test_cutouts_too_large_for_tensorrts_topk_are_refused_before_a_build(size, frame, refused):
+    from lenstrt.export import tensorrt as trtx
+
+    why = trtx.topk_problem(size, frame)
+    assert (why is not None) is refused
+    if refused:
+        assert f"{size} px" in why and "3840" in why and "ONNX Runtime" in why

@@ -115,6 +115,8 @@ def export_bundle(checkpoints: list[str], out: str | Path, fp16: bool = False, f
         if c["bands"] != first["bands"] or c["image_size"] != first["image_size"] or c["preprocess"] != first["preprocess"]:
             raise ExportError(f"{p}: bands/size/preprocessing differ from {paths[0]}; one bundle serves one input spec")
     can_trt, trt_why = trtx.status()
+    if can_trt and (too_big := trtx.topk_problem(first["image_size"], int(first["preprocess"].get("frame", 4)))):
+        can_trt, trt_why = False, too_big
     if require_trt and not can_trt:
         raise ExportError(f"--require-trt: cannot build TensorRT engines here: {trt_why}")
     calib, calib_desc = _calibration(first, int8, calib_data, calib_n, calib_method)

@@ -74,6 +74,18 @@ def int8_problem(version: str, compute_capability: str) -> str | None:
 
 
 MIN_VERSION = 10
+TOPK_MAX = 3840  # TensorRT's TopK: K must be less than this (onnx-tensorrt operator table)
+
+
+def topk_problem(image_size: int, frame: int) -> str | None:
+    """Why the in-graph preprocessing cannot become a TensorRT engine, or None: its border median sorts the
+    whole frame with one TopK (models/preprocess.py), 960 pixels for 64 px cutouts, too many from 244 px."""
+    k = image_size ** 2 - max(image_size - 2 * frame, 0) ** 2
+    if k >= TOPK_MAX:
+        return (f"{image_size} px cutouts: the preprocessing's border median sorts {k} pixels with one TopK and "
+                f"TensorRT takes fewer than {TOPK_MAX}; serve with ONNX Runtime (CUDA or CPU), or cut out at most "
+                f"243 px")
+    return None
 
 
 def version_problem(version: str) -> str | None:
