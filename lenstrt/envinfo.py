@@ -6,6 +6,7 @@ import importlib
 import os
 import platform
 import sys
+from functools import lru_cache
 from typing import Any
 
 
@@ -28,12 +29,13 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _cpu_flags() -> set[str]:
+@lru_cache(maxsize=1)  # host(), info and serve's INT8 check all ask; the CPU does not change under us
+def _cpu_flags() -> frozenset[str]:
     try:
         with open("/proc/cpuinfo") as fh:
-            return set(next((ln for ln in fh if ln.startswith("flags")), "").split())
+            return frozenset(next((ln for ln in fh if ln.startswith("flags")), "").split())
     except OSError:
-        return set()
+        return frozenset()
 
 
 def cpu_has_native_bf16() -> bool:

@@ -86,9 +86,9 @@ def test_int8_engine_builds_from_the_symmetric_graph_and_passes_its_gate(run_dir
     from lenstrt.export import tensorrt as trtx
     from lenstrt.export.pipeline import export_bundle
 
-    version, cc = trtx.gpu_fingerprint()["tensorrt_version"], trtx.gpu_fingerprint()["compute_capability"]
-    if trtx.int8_problem(version, cc):
-        pytest.skip(trtx.int8_problem(version, cc))
+    fp = trtx.gpu_fingerprint()
+    if problem := trtx.int8_problem(fp["tensorrt_version"], fp["compute_capability"]):
+        pytest.skip(problem)
     m = export_bundle([str(run_dir / "resnet18-s0" / "best.pt")], tmp_path / "b", batch=(1, 16, 32), n_val=64,
                       log=print, int8=True, calib_n=64)
     arts = m["members"][0]["artifacts"]
