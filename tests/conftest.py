@@ -41,6 +41,15 @@ def _cuda() -> bool:
         return False
 
 
+def pytest_report_header(config):
+    # The suite writes ~2.6 GB under the temp dir at its peak (docs/testing.md): say what is free, so that a
+    # "No space left on device" deep in a test reads as the machine's, not the code's
+    import tempfile
+
+    tmp = tempfile.gettempdir()
+    return f"lenstrt: {shutil.disk_usage(tmp).free / 2**30:.1f} GiB free in {tmp} (the suite needs ~3)"
+
+
 def pytest_collection_modifyitems(config, items):
     has_trt = importlib.util.find_spec("tensorrt") is not None
     has_cuda = _cuda()
