@@ -16,13 +16,17 @@ H100 = Capabilities(True, "NVIDIA H100", "9.0", ("CUDAExecutionProvider", "CPUEx
 INT8_AGREE = {"auc_drop": 0.0002, "top100_overlap": 0.98, "max_abs_prob_diff": 0.17, "mean_abs_prob_diff": 0.004}
 
 
-def _bundle(tmp_path, int8: bool, fp16: bool = False, fused_int8: bool | None = None) -> Bundle:
+def _bundle(tmp_path, int8: bool, fp16: bool = False, fused_int8: bool | None = None,
+            runtimes: dict | None = None) -> Bundle:
+    """`runtimes`: the INT8 graphs' per-runtime verdicts (`runtimes`, `refused`) as export writes them; none:
+    a bundle from before per-runtime gates."""
     def arts(name):
         a = {"onnx": {"path": f"{name}.onnx"}}
         if fp16:
             a["onnx_fp16"] = {"path": f"{name}.fp16.onnx"}
         if int8:
-            a["onnx_int8"] = {"path": f"{name}.int8.onnx", "agreement": {"mean_abs_prob_diff": 0.003}}
+            a["onnx_int8"] = {"path": f"{name}.int8.onnx", "agreement": {"mean_abs_prob_diff": 0.003},
+                              **(runtimes or {})}
         return a
 
     fi = int8 if fused_int8 is None else fused_int8
@@ -44,6 +48,43 @@ def test_auto_on_a_cpu_uses_the_validated_int8_graph_and_says_why(tmp_path):
     assert (backend, device) == ("ort", "cpu") and "precision int8" in why and "OpenVINO" in why
     assert resolve_precision("ort", "cpu", "auto", b) [0] == "int8"
     assert resolve_precision("openvino", "cpu", None, b)[0] == "int8"
+
+
+NO_VNNI = {"runtimes": ["openvino"], "refused": {"onnxruntime": "mean |prob diff| 3.75e-02 (tol 0.02)"}}
+
+
+def test_int8_validated_on_openvino_only_runs_there(tmp_path):
+    """A CPU without VNNI at export: ONNX Runtime's INT8 kernels failed the gate, OpenVINO's passed."""
+    b = _bundle(tmp_path / "a", int8=True, runtimes=NO_VNNI)
+    b.manifest["members"][0]["agreement"]["int8_openvino"] = {**INT8_AGREE, "auc_drop": 0.0007}
+    backend, _, why = choose_backend("auto", CPU_OV, b)
+    assert backend == "openvino" and "precision int8" in why and "m0 AUC drop +0.0007" in why  # its own figures
+    assert resolve_precision("openvino", "cpu", "auto", b)[0] == "int8"
+    # ONNX Runtime keeps to fp32 and says where the INT8 graph runs
+    backend, _, why = choose_backend("auto", CPU, b)
+    assert backend == "ort" and "precision fp32" in why
+    assert "did not pass its gate on onnxruntime at export (mean |prob diff| 3.75e-02" in why
+    assert "--backend openvino" in why and "export with --int8" not in why
+    assert resolve_precision("ort", "cpu", "auto", b)[0] == "fp32"
+    for caps in (CPU, CPU_OV):
+        with pytest.raises(BackendError, match=r"--precision int8 with ort: the bundle's INT8 graph m0.int8.onnx did "
+                                               r"not pass its gate on onnxruntime .*it did on --backend openvino"):
+            choose_backend("ort", caps, b, precision="int8")
+    # the fused graph is judged on its own verdicts
+    fb = _bundle(tmp_path / "f", int8=True, runtimes=NO_VNNI)
+    fb.manifest["fused"]["artifacts"]["onnx_int8"] = {"path": "f.int8.onnx", "runtimes": ["onnxruntime", "openvino"]}
+    assert resolve_precision("ort", "cpu", "auto", fb, fused=True)[0] == "int8"
+    assert resolve_precision("ort", "cpu", "auto", fb)[0] == "fp32"
+
+
+def test_int8_refused_by_openvino_runs_on_onnx_runtime(tmp_path):
+    b = _bundle(tmp_path / "a", int8=True, runtimes={"runtimes": ["onnxruntime"],
+                                                     "refused": {"openvino": "top-100 overlap 0.90 (min 0.95)"}})
+    backend, _, why = choose_backend("auto", CPU_OV, b)
+    assert backend == "ort" and "precision int8" in why and "OpenVINO refused it at export" in why
+    assert resolve_precision("openvino", "cpu", "auto", b)[0] == "fp32"
+    with pytest.raises(BackendError, match=r"gate on openvino at export \(top-100 overlap 0.90"):
+        resolve_precision("openvino", "cpu", "int8", b)
 
 
 def test_auto_without_int8_keeps_fp32_and_gpu_choices(tmp_path):

@@ -163,8 +163,11 @@ def export_bundle(checkpoints: list[str], out: str | Path, fp16: bool = False, f
                 arts["onnx_fp16"] = _art(tmp, rel16, "onnx", "fp16", io="fp32", opset=spec.opset,
                                          ort_opt_level=FP16_LEVEL, nodes=precision_summary(tmp / rel16))
             if int8:
-                arts["onnx_int8"], agree["int8"] = _int8_member(tmp, name, rel, spec, calib, calib_desc, calib_method,
-                                                                images, ref, T, labels, val_desc)
+                arts["onnx_int8"], by_rt = _int8_member(tmp, name, rel, spec, calib, calib_desc, calib_method,
+                                                        images, ref, T, labels, val_desc, log)
+                # "int8": ONNX Runtime's figures, as bundles before per-runtime gates recorded them
+                agree["int8"] = by_rt["onnxruntime"]
+                agree.update({f"int8_{rt}": a for rt, a in by_rt.items() if rt != "onnxruntime"})
             if can_trt:
                 rel_plan = f"{name}.plan"
                 info = _build_engine(tmp, rel16 if fp16 else rel, rel_plan, spec.input_name, (c_, h_, w_), batch, fp16,
@@ -200,7 +203,7 @@ def export_bundle(checkpoints: list[str], out: str | Path, fp16: bool = False, f
         fused = _fused(models, members, tmp, example, images, labels, fp16, batch, val_desc, can_trt, log) \
             if fuse else None
         if fused and int8:
-            _int8_fused(fused, members, tmp, calib, calib_desc, calib_method, images, labels, val_desc)
+            _int8_fused(fused, members, tmp, calib, calib_desc, calib_method, images, labels, val_desc, log)
         if fused and "plan" in fused["artifacts"]:
             engines.append({"member": "fused", **fused["artifacts"]["plan"]})
         manifest = {
@@ -260,20 +263,52 @@ def _int8_agreement(ref_logits: np.ndarray, logits: np.ndarray, T: float, labels
     return a
 
 
+CPU_INT8_RUNTIMES = {"onnxruntime": "ort", "openvino": "openvino"}  # manifest `runtimes` -> the --backend
+
+
+def _cpu_int8_runs(path: Path, images) -> dict[str, np.ndarray]:
+    """The INT8 graph's first output on each CPU runtime installed: their INT8 kernels differ (on a CPU
+    without VNNI, ONNX Runtime's saturate where OpenVINO's do not: docs/export.md), so each is gated alone."""
+    from lenstrt.export.validate import run_openvino
+
+    runs = {"onnxruntime": run_onnx_guarded(path, images, FP32_LEVEL)[0][:, 0]}
+    ov = run_openvino(path, images)
+    if ov is not None:
+        runs["openvino"] = np.asarray(ov, np.float64)
+    return runs
+
+
+def _runtime_verdicts(name: str, agree: dict[str, dict[str, Any]], refused: dict[str, str], log) -> dict[str, Any]:
+    """The artifact's `runtimes` (those whose gate it passed) and `refused` (the others, with why); a log
+    line where one runtime refused what another validated."""
+    ok = [rt for rt in agree if rt not in refused]
+    if ok and refused:
+        log(f"{name}: INT8 graph validated for {', '.join(ok)} only; "
+            + "; ".join(f"{rt} refused: {why}" for rt, why in refused.items())
+            + f" (serve it with --backend {CPU_INT8_RUNTIMES[ok[0]]}; auto picks it)")
+    return {"runtimes": ok, **({"refused": refused} if refused else {})}
+
+
 def _int8_member(tmp: Path, name: str, rel: str, spec, calib, calib_desc, method: str, images, ref, T: float,
-                 labels, val_desc: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The member's INT8 QDQ graph from its fp32 graph, validated against the PyTorch fp32 reference."""
+                 labels, val_desc: str, log=print) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The member's INT8 QDQ graph from its fp32 graph, validated against the PyTorch fp32 reference on
+    every CPU runtime installed; kept where one of them passes (the artifact's `runtimes`). Returns the
+    artifact and the agreement per runtime."""
     from lenstrt.export.int8 import int8_from_onnx
 
     rel8 = f"{name}.int8.onnx"
     info = int8_from_onnx(tmp / rel, tmp / rel8, calib, method, spec.int8_float_ops)
-    got = run_onnx_guarded(tmp / rel8, images, FP32_LEVEL)[0][:, 0]
-    agree = _int8_agreement(ref, got, T, labels)
-    why = gate(agree, tolerances(spec)["int8"])
-    if why:
-        raise ExportError(f"member {name}: INT8 graph ({method} calibration on {calib_desc}) {why} on {val_desc}; "
-                          + _int8_remedy(tmp / rel8, images, ref, T, labels, spec))
-    return _art(tmp, rel8, "onnx", "int8", opset=spec.opset, ort_opt_level=FP32_LEVEL, **info), agree
+    agree, refused = {}, {}
+    for rt, got in _cpu_int8_runs(tmp / rel8, images).items():
+        agree[rt] = _int8_agreement(ref, got, T, labels)
+        if why := gate(agree[rt], tolerances(spec)["int8"]):
+            refused[rt] = why
+    verdicts = _runtime_verdicts(f"member {name}", agree, refused, log)
+    if not verdicts["runtimes"]:
+        ov = f"; OpenVINO: {refused['openvino']}" if "openvino" in refused else ""
+        raise ExportError(f"member {name}: INT8 graph ({method} calibration on {calib_desc}) {refused['onnxruntime']} "
+                          f"on {val_desc}{ov}; " + _int8_remedy(tmp / rel8, images, ref, T, labels, spec))
+    return _art(tmp, rel8, "onnx", "int8", opset=spec.opset, ort_opt_level=FP32_LEVEL, **verdicts, **info), agree
 
 
 def _int8_remedy(path: Path, images, ref, T: float, labels, spec) -> str:
@@ -324,8 +359,9 @@ def _int8_engine(tmp: Path, name: str, rel: str, spec, calib, method: str, chw, 
 
 
 def _int8_fused(fused: dict[str, Any], members, tmp: Path, calib, calib_desc, method: str, images, labels,
-                val_desc: str) -> None:
-    """The fused graph's INT8 version, gated on its score against the members' fp32 mean (as the fused fp16 graph)."""
+                val_desc: str, log=print) -> None:
+    """The fused graph's INT8 version, gated on its score against the members' fp32 mean (as the fused fp16
+    graph), on every CPU runtime installed as the members' graphs are."""
     from lenstrt.bench.stats import top_k_overlap
     from lenstrt.export.int8 import int8_from_onnx
     from lenstrt.models import export_spec
@@ -333,21 +369,29 @@ def _int8_fused(fused: dict[str, Any], members, tmp: Path, calib, calib_desc, me
     extra = tuple({op for m in members for op in export_spec(m["arch"]).int8_float_ops})
     info = int8_from_onnx(tmp / "ensemble.fused.onnx", tmp / "ensemble.fused.int8.onnx", calib, method, extra)
     ref = run_onnx_guarded(tmp / "ensemble.fused.onnx", images, FP32_LEVEL)[0][:, 0]
-    got = run_onnx_guarded(tmp / "ensemble.fused.int8.onnx", images, FP32_LEVEL)[0][:, 0]
-    a: dict[str, Any] = {"n": int(len(ref)), "max_abs_prob_diff": float(np.abs(got - ref).max()),
-                         "mean_abs_prob_diff": float(np.abs(got - ref).mean()),
-                         "top100_overlap": top_k_overlap(ref, got, 100)}
-    # the members' INT8 graphs carry the AUC and top-100 gates; the fused one must match them in the mean
-    if a["mean_abs_prob_diff"] > FUSED_MEAN_INT8:
-        raise ExportError(f"fused INT8 graph: mean |prob diff| {a['mean_abs_prob_diff']:.2e} > {FUSED_MEAN_INT8} "
-                          f"(max {a['max_abs_prob_diff']:.2e}, top-100 overlap {a['top100_overlap']:.2f}) on {val_desc}")
-    if labels is not None and 0 < labels.sum() < len(labels):
-        from lenstrt.metrics import roc_auc
+    agree, refused = {}, {}
+    for rt, got in _cpu_int8_runs(tmp / "ensemble.fused.int8.onnx", images).items():
+        a: dict[str, Any] = {"n": int(len(ref)), "max_abs_prob_diff": float(np.abs(got - ref).max()),
+                             "mean_abs_prob_diff": float(np.abs(got - ref).mean()),
+                             "top100_overlap": top_k_overlap(ref, got, 100)}
+        if labels is not None and 0 < labels.sum() < len(labels):
+            from lenstrt.metrics import roc_auc
 
-        a["auc_reference"], a["auc"] = roc_auc(labels, ref), roc_auc(labels, got)
-        a["auc_drop"] = a["auc_reference"] - a["auc"]
-    fused["artifacts"]["onnx_int8"] = _art(tmp, "ensemble.fused.int8.onnx", "onnx", "int8",
-                                           ort_opt_level=FP32_LEVEL, agreement=a, **info)
+            a["auc_reference"], a["auc"] = roc_auc(labels, ref), roc_auc(labels, got)
+            a["auc_drop"] = a["auc_reference"] - a["auc"]
+        agree[rt] = a
+        # the members' INT8 graphs carry the AUC and top-100 gates; the fused one must match them in the mean
+        if a["mean_abs_prob_diff"] > FUSED_MEAN_INT8:
+            refused[rt] = (f"mean |prob diff| {a['mean_abs_prob_diff']:.2e} > {FUSED_MEAN_INT8} (max "
+                           f"{a['max_abs_prob_diff']:.2e}, top-100 overlap {a['top100_overlap']:.2f})")
+    verdicts = _runtime_verdicts("fused", agree, refused, log)
+    if not verdicts["runtimes"]:
+        raise ExportError(f"fused INT8 graph: {refused['onnxruntime']} on {val_desc}"
+                          + (f"; OpenVINO: {refused['openvino']}" if "openvino" in refused else ""))
+    fused["artifacts"]["onnx_int8"] = _art(tmp, "ensemble.fused.int8.onnx", "onnx", "int8", ort_opt_level=FP32_LEVEL,
+                                           agreement=agree["onnxruntime"], **verdicts,
+                                           **({"agreement_openvino": agree["openvino"]} if "openvino" in agree else {}),
+                                           **info)
 
 
 FUSED_MEAN_INT8 = 0.02

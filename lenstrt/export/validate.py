@@ -34,6 +34,28 @@ def run_onnx_guarded(model: str | Path, images: np.ndarray, opt_level: str = "al
             return [z[f"arr_{i}"] for i in range(len(z.files))]
 
 
+def run_openvino(model: str | Path, images: np.ndarray, batch: int = 128) -> np.ndarray | None:
+    """The graph's first output ([N]: logits, or the fused graph's score) computed by OpenVINO's CPU plugin,
+    as `--backend openvino` runs it (fp32 hint: an INT8 graph's Q/DQ pairs become its INT8 kernels); None
+    where OpenVINO is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        return None
+    from lenstrt.runtime.openvino import OpenVinoRunner
+
+    def first(out):  # one array for a member, a tuple (score, ...) for the fused graph
+        return np.asarray(out[0] if isinstance(out, tuple) else out)
+
+    r = OpenVinoRunner(Path(model).stem, model, "int8")
+    r.activate()
+    try:
+        return np.concatenate([first(r.infer(np.ascontiguousarray(images[i:i + batch], np.float32)))
+                               for i in range(0, len(images), batch)])
+    finally:
+        r.deactivate()
+
+
 def agreement(ref_logits: np.ndarray, logits: np.ndarray, temperature: float, labels: np.ndarray | None) -> dict:
     from lenstrt.metrics import roc_auc, sigmoid
 

@@ -1,8 +1,8 @@
 """Backend choice (`--backend auto|torch|ort|ort-cuda|ort-trt|trt|openvino`), precision choice
 (`--precision auto|fp32|bf16|fp16|int8`) and ensemble construction from a bundle.
 
-auto picks trt > ort-cuda > (on a CPU) the validated INT8 graph on OpenVINO or ONNX Runtime > ort-cpu >
-torch by what is installed, present and matching, and says why. On a GPU ONNX Runtime runs the fp16 graph;
+auto picks trt > ort-cuda > (on a CPU) the INT8 graph on OpenVINO or ONNX Runtime, where export validated
+it on that runtime (`runtimes`) > ort-cpu > torch by what is installed, present and matching, and says why. On a GPU ONNX Runtime runs the fp16 graph;
 on a CPU the INT8 graph where the bundle has a validated one (3-3.6x fp32, measured), else the fp32 graph
 (fp16 brings no speed on CPUs and crashed ORT's ALL optimisation level here).
 
@@ -74,13 +74,49 @@ def _graphs(bundle: Bundle, fused: bool, only: list[str] | None = None) -> list[
     return bundle.graphs(fused, only)
 
 
-def _int8_note(bundle: Bundle, fused: bool) -> str:
+# The CPU runtime each backend runs an INT8 graph on, as the manifest's `runtimes` names it: export gates the
+# graph on each one installed, and a CPU without VNNI can pass one and refuse the other (docs/export.md)
+INT8_RUNTIME = {"ort": "onnxruntime", "openvino": "openvino"}
+
+
+def _int8_runtimes(art: dict) -> list[str]:
+    # bundles from before per-runtime gates passed ONNX Runtime's, which held for both then
+    return list(art.get("runtimes") or INT8_RUNTIME.values())
+
+
+def _int8_runs_on(graphs: list[dict], backend: str) -> bool:
+    """Every graph has an INT8 graph and each passed its gate on `backend`'s runtime."""
+    rt = INT8_RUNTIME.get(backend)
+    return _has(graphs, "onnx", "int8") and all(rt is None or rt in _int8_runtimes(find(g, "onnx", "int8") or {})
+                                                 for g in graphs)
+
+
+def _int8_refusal(graphs: list[dict], backend: str) -> str:
+    """Why `backend` may not run the bundle's INT8 graphs, and where they were validated instead."""
+    rt = INT8_RUNTIME[backend]
+    for g in graphs:
+        art = find(g, "onnx", "int8") or {}
+        if rt not in _int8_runtimes(art):
+            others = [INT8_RUNTIME_BACKEND[r] for r in _int8_runtimes(art)]
+            why = (art.get("refused") or {}).get(rt, "not checked at export")
+            return (f"the bundle's INT8 graph {art.get('path', '')} did not pass its gate on {rt} at export ({why})"
+                    + (f"; it did on --backend {', '.join(others)}" if others else ""))
+    return ""
+
+
+INT8_RUNTIME_BACKEND = {v: k for k, v in INT8_RUNTIME.items()}
+
+
+def _int8_note(bundle: Bundle, fused: bool, backend: str = "ort") -> str:
+    own = backend != "ort"  # OpenVINO's own figures where export measured them
     if fused:
-        a = (find(_graphs(bundle, True)[0], "onnx", "int8") or {}).get("agreement", {})
+        art = find(_graphs(bundle, True)[0], "onnx", "int8") or {}
+        a = (own and art.get(f"agreement_{backend}")) or art.get("agreement", {})
         return f"fused mean |Δp| {a.get('mean_abs_prob_diff', float('nan')):.1e}"
     parts = []
     for m in bundle.members:
-        a = m.entry.get("agreement", {}).get("int8", {})
+        ag = m.entry.get("agreement", {})
+        a = (own and ag.get(f"int8_{backend}")) or ag.get("int8", {})
         parts.append(f"{m.name} AUC drop {a.get('auc_drop', 0):+.4f}, top-100 {a.get('top100_overlap', 1):.2f}")
     return "; ".join(parts)
 
@@ -108,10 +144,14 @@ def _auto_why(backend: str, device: str, prec: str, bundle: Bundle, fused: bool,
         return ("the bundle's validated INT8 engines (explicit quantization)" if prec == "int8"
                 else f"TensorRT engines built {prec}")
     if prec == "int8":
-        return f"the bundle's validated INT8 graph ({_int8_note(bundle, fused)})" + _int8_host_note(bundle)
+        return f"the bundle's validated INT8 graph ({_int8_note(bundle, fused, backend)})" + _int8_host_note(bundle)
     if prec == "fp16":
         return "the bundle's fp16 graph"
-    return "the fp32 graph" + (" (no INT8 graph: export with --int8 for ~3x on CPUs)" if device == "cpu" else "")
+    if device != "cpu":
+        return "the fp32 graph"
+    if backend in INT8_RUNTIME and _has(_graphs(bundle, fused), "onnx", "int8"):
+        return f"the fp32 graph ({_int8_refusal(_graphs(bundle, fused), backend)})"
+    return "the fp32 graph (no INT8 graph: export with --int8 for ~3x on CPUs)"
 
 
 def resolve_precision(backend: str, device: str, requested: str | None, bundle: Bundle, fused: bool = False,
@@ -140,7 +180,7 @@ def resolve_precision(backend: str, device: str, requested: str | None, bundle: 
     if requested == "auto":
         for prec in spec.auto_order.get(device, ("fp32",)):
             f, p = spec.artifacts[prec]
-            if f == "checkpoint" or _has(graphs, f, p):
+            if f == "checkpoint" or (_has(graphs, f, p) and (p != "int8" or _int8_runs_on(graphs, backend))):
                 return prec, _auto_why(backend, device, prec, bundle, fused, f)
         return "fp32", _auto_why(backend, device, "fp32", bundle, fused, "onnx")
     if requested not in supported:
@@ -151,6 +191,9 @@ def resolve_precision(backend: str, device: str, requested: str | None, bundle: 
         what = "fused graph" if fused else "members"
         raise BundleError(f"{bundle.root}: the {what} have no {requested} graph; re-export with "
                           f"{spec.flags.get(requested, '')}")
+    if requested == "int8" and f == "onnx" and not _int8_runs_on(graphs, backend):
+        raise BackendError(f"--precision int8 with {backend}: {_int8_refusal(graphs, backend)}; or re-export on a CPU "
+                           "with VNNI or AMX (docs/export.md)")
     if requested == "bf16" and spec.bf16_needs_native and not (cpu_has_bf16() if cpu_bf16 is None else cpu_bf16):
         raise BackendError(f"--precision bf16 with {backend} needs a CPU with native bf16 (AVX512_BF16 or AMX); "
                            "this one has neither: use fp32 or int8")
@@ -179,10 +222,13 @@ def _cpu_auto(caps: Capabilities, bundle: Bundle, fused: bool, precision: str, p
     has one, bf16 on OpenVINO where asked and native, else ONNX Runtime fp32."""
     tail = f" ({where}; TensorRT: {problem})" if problem else f" ({where})"
     ov = SPECS["openvino"].why_not(caps, "cpu") is None
-    if precision in ("auto", "int8") and _has(_graphs(bundle, fused), "onnx", "int8"):
-        if ov:
+    graphs = _graphs(bundle, fused)
+    if precision in ("auto", "int8") and _has(graphs, "onnx", "int8"):
+        if ov and _int8_runs_on(graphs, "openvino"):
             return "openvino", "cpu", f"OpenVINO {caps.openvino} on the CPU, INT8 graph" + tail
-        return "ort", "cpu", "ONNX Runtime on the CPU, INT8 graph (OpenVINO, ~15% faster, is not installed)" + tail
+        if _int8_runs_on(graphs, "ort"):
+            return "ort", "cpu", ("ONNX Runtime on the CPU, INT8 graph " + (
+                "(OpenVINO refused it at export)" if ov else "(OpenVINO, ~15% faster, is not installed)")) + tail
     if precision == "bf16":
         if ov and caps.cpu_bf16:
             return "openvino", "cpu", f"OpenVINO {caps.openvino} on the CPU, bf16" + tail
