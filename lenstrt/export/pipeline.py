@@ -197,8 +197,7 @@ def export_bundle(checkpoints: list[str], out: str | Path, fp16: bool = False, f
             })
             log(f"{name}: fp32 max|Δlogit| {agree['fp32']['max_abs_logit_diff']:.1e}"
                 + (f", fp16 max|Δp| {agree['fp16']['max_abs_prob_diff']:.1e}" if fp16 else "")
-                + (f", int8 AUC drop {agree['int8'].get('auc_drop', 0):+.4f} top-100 "
-                   f"{agree['int8']['top100_overlap']:.2f}" if int8 else "")
+                + (_int8_summary(arts["onnx_int8"], agree) if int8 else "")
                 + (", engine built" if "plan" in arts else "") + f" [{time.perf_counter() - t0:.1f} s]")
         fused = _fused(models, members, tmp, example, images, labels, fp16, batch, val_desc, can_trt, log) \
             if fuse else None
@@ -287,6 +286,13 @@ def _runtime_verdicts(name: str, agree: dict[str, dict[str, Any]], refused: dict
             + "; ".join(f"{rt} refused: {why}" for rt, why in refused.items())
             + f" (serve it with --backend {CPU_INT8_RUNTIMES[ok[0]]}; auto picks it)")
     return {"runtimes": ok, **({"refused": refused} if refused else {})}
+
+
+def _int8_summary(art: dict[str, Any], agree: dict[str, Any]) -> str:
+    """The member's log figures for its INT8 graph, from the first runtime that validated it."""
+    rt = art["runtimes"][0]
+    a = agree["int8"] if rt == "onnxruntime" else agree[f"int8_{rt}"]
+    return f", int8 ({rt}) AUC drop {a.get('auc_drop', 0):+.4f} top-100 {a['top100_overlap']:.2f}"
 
 
 def _int8_member(tmp: Path, name: str, rel: str, spec, calib, calib_desc, method: str, images, ref, T: float,
