@@ -2,9 +2,10 @@
 (`--precision auto|fp32|bf16|fp16|int8`) and ensemble construction from a bundle.
 
 auto picks trt > ort-cuda > (on a CPU) the INT8 graph on OpenVINO or ONNX Runtime, where export validated
-it on that runtime (`runtimes`) > ort-cpu > torch by what is installed, present and matching, and says why. On a GPU ONNX Runtime runs the fp16 graph;
-on a CPU the INT8 graph where the bundle has a validated one (3-3.6x fp32, measured), else the fp32 graph
-(fp16 brings no speed on CPUs and crashed ORT's ALL optimisation level here).
+it on that runtime (`runtimes`) > ort-cpu > torch by what is installed, present and matching, and says
+why. On a GPU ONNX Runtime runs the fp16 graph; on a CPU the INT8 graph where the bundle has a validated
+one (3-3.6x fp32, measured), else the fp32 graph (fp16 brings no speed on CPUs and crashed ORT's ALL
+optimisation level here).
 
 A precision means the same on every backend: fp32 = the fp32 graph (torch: no autocast); bf16 = bf16
 compute with fp32 I/O (torch: CPU autocast; OpenVINO: INFERENCE_PRECISION_HINT, CPUs with native bf16
@@ -77,6 +78,7 @@ def _graphs(bundle: Bundle, fused: bool, only: list[str] | None = None) -> list[
 # The CPU runtime each backend runs an INT8 graph on, as the manifest's `runtimes` names it: export gates the
 # graph on each one installed, and a CPU without VNNI can pass one and refuse the other (docs/export.md)
 INT8_RUNTIME = {"ort": "onnxruntime", "openvino": "openvino"}
+INT8_RUNTIME_BACKEND = {v: k for k, v in INT8_RUNTIME.items()}
 
 
 def _int8_runtimes(art: dict) -> list[str]:
@@ -103,8 +105,6 @@ def _int8_refusal(graphs: list[dict], backend: str) -> str:
                     + (f"; it did on --backend {', '.join(others)}" if others else ""))
     return ""
 
-
-INT8_RUNTIME_BACKEND = {v: k for k, v in INT8_RUNTIME.items()}
 
 
 def _int8_note(bundle: Bundle, fused: bool, backend: str = "ort") -> str:
