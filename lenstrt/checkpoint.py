@@ -54,6 +54,20 @@ def build_model(ckpt: dict[str, Any]):
     return model.eval()
 
 
+def member_names(paths: list[Path]) -> list[str]:
+    """One name per checkpoint (its member directory, or the file's stem), made unique: two runs' members of
+    one seed share a directory name (`resnet18_half-s1`), and an ensemble of both still needs two."""
+    names: list[str] = []
+    for p in paths:
+        base = p.parent.name if p.name in ("best.pt", "last.pt") else p.stem
+        name, k = base, 1
+        while name in names:
+            k += 1
+            name = f"{base}-{k}"
+        names.append(name)
+    return names
+
+
 def resolve(path: str | Path) -> list[Path]:
     """A checkpoint file, or a run directory -> its members' best checkpoints (ensemble order)."""
     import json

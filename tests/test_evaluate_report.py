@@ -313,6 +313,28 @@ def test_evaluate_end_to_end(tiny, evaluated):
     assert lines[-1] == f"report: {out}/report.md"
 
 
+def test_runs_given_together_are_one_ensemble(tiny, evaluated, tmp_path):
+    """Two runs' members, trained apart (their member directories share a name), scored as one ensemble:
+    the same two models as the run above, so the same scores."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    (tmp_path / "other" / "m0").mkdir(parents=True)
+    shutil.copy(tiny / "run" / "m1" / "best.pt", tmp_path / "other" / "m0" / "best.pt")
+    res = _cli("--checkpoint", tiny / "run" / "m0" / "best.pt", "--checkpoint", tmp_path / "other", "--data",
+               tiny / "data", "--out", tmp_path / "ev", "-q")
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["label"] == "ensemble" and list(m["members"]) == ["m0", "m0-2"]
+    assert m["training"]["m0-2"]["steps"] == 1878  # m1's record, under its new name
+    both = pq.read_table(evaluated[0] / "scores.parquet").to_pydict()
+    got = pq.read_table(tmp_path / "ev" / "scores.parquet").to_pydict()
+    assert np.allclose(got["score"], both["score"], atol=1e-6) and np.allclose(got["score_m0-2"], both["score_m1"])
+    assert m["ensemble"]["roc_auc"] == pytest.approx(json.loads((evaluated[0] / "metrics.json").read_text())
+                                                     ["ensemble"]["roc_auc"])
+
+
 def test_compare_only_and_strict_bar(tiny, evaluated, tmp_path):
     out, _ = evaluated
     res = _cli("--metrics", out, "--compare", tiny / "before.json", "--out", tmp_path / "c")

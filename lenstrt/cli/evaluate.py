@@ -27,9 +27,10 @@ def _strict(qb: dict) -> None:
 
 
 @click.command("evaluate")
-@click.option("--checkpoint", default=None,
-              help="A checkpoint (.pt) or a run directory (evaluates the ensemble). Omit it, with --metrics and "
-                   "--compare, to only compare two earlier evaluations (writes OUT/compare.md).")
+@click.option("--checkpoint", multiple=True,
+              help="A checkpoint (.pt) or a run directory (evaluates the ensemble); repeat it to score several runs' "
+                   "members as one ensemble. Omit it, with --metrics and --compare, to only compare two earlier "
+                   "evaluations (writes OUT/compare.md).")
 @click.option("--data", multiple=True, help="Labelled cutouts (files, directories, globs); needed with --checkpoint.")
 @click.option("--out", type=click.Path(file_okay=False), required=True)
 @click.option("--device", default="auto", show_default=True)
@@ -47,6 +48,7 @@ def command(checkpoint, data, out, device, batch_size, prevalence, compare_path,
             quiet):  # quiet: accepted like every command; no bars here
     """ROC AUC, TPR at FPR 1e-2/1e-3, TPR0/TPR10, ECE, completeness by theta_E and arc S/N, per-kind
     false positives, the quality bar; metrics.json, report.md and plots."""
+    checkpoint = list(checkpoint) or None
     if checkpoint is None and not (metrics_path and compare_path):
         raise click.UsageError("give --checkpoint and --data, or --metrics and --compare to compare two evaluations")
     if checkpoint is not None and metrics_path:

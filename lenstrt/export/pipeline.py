@@ -79,18 +79,6 @@ def _build_engine(tmp: Path, src_rel: str, rel_plan: str, input_name: str, chw: 
     return {"source_graph": trtx.source_graph(fp16), "precision": "fp16" if fp16 else "fp32", **info}
 
 
-def _member_names(paths: list[Path]) -> list[str]:
-    names = []
-    for p in paths:
-        base = p.parent.name if p.name in ("best.pt", "last.pt") else p.stem
-        name, k = base, 1
-        while name in names:
-            k += 1
-            name = f"{base}-{k}"
-        names.append(name)
-    return names
-
-
 def export_bundle(checkpoints: list[str], out: str | Path, fp16: bool = False, fuse: bool = False,
                   batch: tuple[int, int, int] = (1, 64, 1024), triton: str | None = None, require_trt: bool = False,
                   data: list[str] | None = None, n_val: int = 256, log=print, int8: bool = False,
@@ -127,7 +115,7 @@ def export_bundle(checkpoints: list[str], out: str | Path, fp16: bool = False, f
     images, labels, val_desc = validation_set(first, data, n_val)
     c_, h_, w_ = images.shape[1:]
     example = torch.from_numpy(images[:2])
-    names = _member_names(paths)
+    names = ck.member_names(paths)
     members, models, engines = [], [], []
     try:
         for name, p, c in zip(names, paths, ckpts):

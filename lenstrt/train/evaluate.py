@@ -409,10 +409,11 @@ def _write_scores(path: Path, d: dict[str, np.ndarray], probs: np.ndarray, membe
     return path
 
 
-def evaluate(checkpoint: str | Path, data: list[str], out: str | Path, device: str | None = None,
+def evaluate(checkpoint: str | Path | list[str | Path], data: list[str], out: str | Path, device: str | None = None,
              batch_size: int = 256, prevalence: float = 1e-3, before: dict[str, Any] | None = None) -> dict[str, Any]:
     """Writes metrics.json, report.md (compared with `before`, an earlier metrics.json dict, if given)
-    and the plots to `out`; returns the metrics."""
+    and the plots to `out`; returns the metrics. `checkpoint`: one checkpoint or run directory, or several,
+    whose members are scored as one ensemble (the mean of calibrated probabilities, as `serve` fuses them)."""
     from lenstrt.data.readers import load_all
     from lenstrt.plots import binned, gallery, reliability, roc, strata_heatmap
     from lenstrt.train.hardware import pick_device
@@ -423,10 +424,10 @@ def evaluate(checkpoint: str | Path, data: list[str], out: str | Path, device: s
     out.mkdir(parents=True, exist_ok=True)
     d = load_all(data, extra=("theta_e", "arc_snr", "kind"))
     labels = d["labels"]
-    paths = ck.resolve(checkpoint)
+    paths = [p for c in (checkpoint if isinstance(checkpoint, list) else [checkpoint]) for p in ck.resolve(c)]
     member_probs: dict[str, np.ndarray] = {}
     training: dict[str, dict[str, Any]] = {}
-    for p in paths:
+    for p, name in zip(paths, ck.member_names(paths)):
         c = ck.load(p)
         if len(c["bands"]) != d["images"].shape[1] or c["image_size"] != d["images"].shape[-1]:
             from lenstrt.errors import InputError
@@ -435,7 +436,6 @@ def evaluate(checkpoint: str | Path, data: list[str], out: str | Path, device: s
                              f"expects {len(c['bands'])} bands of {c['image_size']}px")
         model = ck.build_model(c).to(dev)
         logits = predict_logits(model, d["images"], dev, batch_size)
-        name = p.parent.name if p.name == "best.pt" else p.stem
         member_probs[name] = sigmoid(logits / c["temperature"])
         training[name] = training_record(c)
     names = list(member_probs)
