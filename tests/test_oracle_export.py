@@ -154,3 +154,26 @@ def test_the_gate_dispatches_on_which_bounds_are_set():
     assert "top-100 overlap" in gate(dict(bad), Tolerance(min_top100=0.9))
     assert gate(dict(bad), Tolerance(mean_abs_prob=0.01)) == int8_gate_failure(dict(bad), inf, 0.01, inf, 0.0)
     assert gate(dict(bad), Tolerance(mean_abs_prob=0.01)).startswith("mean |prob diff|")  # max |Δp| unbounded
+
+
+@pytest.mark.parametrize("refused,runtimes,logged", [
+    ({}, ["onnxruntime", "openvino"], False),                      # both passed: nothing to say
+    ({"onnxruntime": "mean |prob diff| 3.75e-02 (tol 0.02)"}, ["openvino"], True),
+    ({"openvino": "top-100 overlap 0.90 (min 0.95)"}, ["onnxruntime"], True),
+    ({"onnxruntime": "a", "openvino": "b"}, [], False),          # the caller raises; no "validated" line
+])
+def test_int8_runtime_verdicts(refused, runtimes, logged):
+    """The INT8 graph's verdict per CPU runtime (export/pipeline.py `_runtime_verdicts`): the runtimes it passed
+    on, in the order measured, the refusals with their reasons, and one log line naming both sides."""
+    from lenstrt.export.pipeline import CPU_INT8_RUNTIMES, _runtime_verdicts
+
+    lines: list[str] = []
+    got = _runtime_verdicts("member m", {"onnxruntime": {}, "openvino": {}}, refused, lines.append)
+    assert got == {"runtimes": runtimes, **({"refused": refused} if refused else {})}
+    assert len(lines) == int(logged)
+    if logged:
+        (rt, why), = refused.items()
+        assert lines[0] == (f"member m: INT8 graph validated for {runtimes[0]} only; {rt} refused: {why} "
+                            f"(serve it with --backend {CPU_INT8_RUNTIMES[runtimes[0]]}; auto picks it)")
+    # only the runtimes measured count: ONNX Runtime alone (OpenVINO not installed) passes or not by itself
+    assert _runtime_verdicts("x", {"onnxruntime": {}}, {}, lines.append) == {"runtimes": ["onnxruntime"]}
