@@ -23,6 +23,7 @@ from lenstrt.errors import ExportError
 from lenstrt.export.tolerances import gate, tolerances
 from lenstrt.export.validate import agreement, run_onnx_guarded, within
 from lenstrt.io import sha256_file, write_json
+from lenstrt.runtime.select import INT8_RUNTIME_BACKEND as CPU_INT8_RUNTIMES  # manifest runtime -> --backend
 
 FP32_LEVEL, FP16_LEVEL = "all", "extended"  # ORT_ENABLE_ALL crashed on an fp16 ViT graph (docs/export.md)
 
@@ -250,7 +251,6 @@ def _int8_agreement(ref_logits: np.ndarray, logits: np.ndarray, T: float, labels
     return a
 
 
-CPU_INT8_RUNTIMES = {"onnxruntime": "ort", "openvino": "openvino"}  # manifest `runtimes` -> the --backend
 
 
 def _cpu_int8_runs(path: Path, images) -> dict[str, np.ndarray]:
