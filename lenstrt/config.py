@@ -81,6 +81,7 @@ class InferenceConfig:
     parallel: bool = True
     mc_samples: int = 0
     backend: str = "auto"
+    tta: bool = False                    # serve: the mean of the 8 dihedral views of each cutout (8x the compute)
 
 
 @dataclass(frozen=True)

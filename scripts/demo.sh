@@ -54,12 +54,14 @@ $L serve --bundle "$OUT/bundle" --input "$OUT/data/catalog" --out "$OUT/serve" -
 echo "top candidates:"
 head -n 6 "$OUT/serve/candidates.csv" | cut -d, -f1-5 | column -t -s,
 
-step "6b/7 cutout: stamps at catalog positions from simulated survey tiles, scored with ids and sky positions"
+step "6b/7 cutout: stamps at catalog positions from simulated survey tiles, scored with ids and sky positions
+(--tta-above 0.5: cutouts scoring >= 0.5 are scored again in their 8 flips/rotations, averaged)"
 .venv/bin/python -m lenstrt.data.mock_tiles --data "$OUT/data/catalog" --out "$OUT/survey" --n 400
 $L cutout --tiles "$OUT/survey/tiles/*_{band}.fits" --catalog "$OUT/survey/objects.parquet" --size 64 \
     --bands g,r,i --out "$OUT/survey/stamps" -q
-$L serve --bundle "$OUT/bundle" --input "$OUT/survey/stamps" --out "$OUT/survey/serve" --keep-columns ra,dec,theta_e -q
-.venv/bin/python -c "from astropy.table import Table; Table.read('$OUT/survey/serve/candidates.csv')['id','ra','dec','score','flags'][:5].pprint()"
+$L serve --bundle "$OUT/bundle" --input "$OUT/survey/stamps" --out "$OUT/survey/serve" --keep-columns ra,dec,theta_e \
+    --tta-above 0.5 -q
+.venv/bin/python -c "from astropy.table import Table; Table.read('$OUT/survey/serve/candidates.csv')['id','ra','dec','score','tta_views','flags'][:5].pprint()"
 $L verify "$OUT/bundle" | tail -n 1
 
 step "7/7 bench: PyTorch vs ONNX Runtime vs OpenVINO, fp32 and INT8, speed and agreement (short run)"

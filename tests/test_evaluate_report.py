@@ -335,6 +335,31 @@ def test_runs_given_together_are_one_ensemble(tiny, evaluated, tmp_path):
                                                      ["ensemble"]["roc_auc"])
 
 
+def test_tta_scores_do_not_depend_on_orientation(tiny, evaluated, tmp_path):
+    """--tta scores a cutout as the mean of its 8 flips/rotations, so the set turned by 90 degrees scores the
+    same; one view does not (the untrained models are not symmetric)."""
+    import h5py
+    import pyarrow.parquet as pq
+
+    from lenstrt.data.shards import write_shard
+
+    with h5py.File(tiny / "data" / "s.h5") as f:
+        arrays = {k: f[k][:] for k in ("images", "labels", "kind", "theta_e", "arc_snr", "ids")}
+        attrs = dict(f.attrs)
+    arrays["images"] = np.ascontiguousarray(np.rot90(arrays["images"], 1, axes=(-2, -1)))
+    write_shard(tmp_path / "turned" / "s.h5", arrays, attrs)
+    res = _cli("--checkpoint", tiny / "run", "--data", tiny / "data", "--out", tmp_path / "a", "--tta", "-q")
+    assert res.exit_code == 0, res.output
+    assert "ensemble (8-view TTA) on 140 cutouts" in res.output
+    E.evaluate(str(tiny / "run"), [str(tmp_path / "turned")], tmp_path / "b", tta=True)
+    a, b = (pq.read_table(tmp_path / d / "scores.parquet").column("score").to_numpy() for d in ("a", "b"))
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    one = pq.read_table(evaluated[0] / "scores.parquet").column("score").to_numpy()
+    assert np.abs(one - a).max() > 1e-3
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["tta"] is True
+    assert "(--tta)" in (tmp_path / "a" / "report.md").read_text()
+
+
 def test_compare_only_and_strict_bar(tiny, evaluated, tmp_path):
     out, _ = evaluated
     res = _cli("--metrics", out, "--compare", tiny / "before.json", "--out", tmp_path / "c")

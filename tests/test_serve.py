@@ -145,6 +145,28 @@ def test_resume_refuses_changed_options(bundle_dir, sim_dir, tmp_path):
               progress=False, log=lambda *a: None)
 
 
+def test_tta_cascade_rescores_only_above_the_gate(bundle_dir, sim_dir, tmp_path):
+    shard = [str(sim_dir / "shard-00000.h5")]
+    quiet = {"progress": False, "log": lambda *a: None}
+    serve(bundle_dir, shard, tmp_path / "plain", ServeOptions(backend="ort"), **quiet)
+    plain = _catalog(tmp_path / "plain").to_pydict()
+    gate = float(np.median(plain["score"]))
+    lines: list[str] = []
+    s = serve(bundle_dir, shard, tmp_path / "tta", ServeOptions(backend="ort", tta_above=gate), progress=False,
+              log=lines.append)
+    t = _catalog(tmp_path / "tta").to_pydict()
+    assert t["id"] == plain["id"]
+    first = np.array(plain["score"])
+    hit = first >= gate
+    np.testing.assert_array_equal(t["tta_views"], np.where(hit, 8, 1))
+    assert 0 < hit.sum() < len(hit) and s["ensemble"]["tta"]["rescored"] == hit.sum()
+    np.testing.assert_array_equal(np.array(t["score"])[~hit], first[~hit])  # below the gate: the one-view score
+    assert not np.allclose(np.array(t["score"])[hit], first[hit], atol=1e-4)  # above it: the 8-view mean
+    assert any(f">= {gate:g}" in line for line in lines)
+    with pytest.raises(InputError, match="different tta, tta_above"):  # a resume must not mix the two
+        serve(bundle_dir, shard, tmp_path / "tta", ServeOptions(backend="ort"), **quiet)
+
+
 def test_mc_dropout_uncertainty_weighting(bundle_dir, sim_dir, tmp_path):
     s = serve(bundle_dir, [str(sim_dir / "shard-00000.h5")], tmp_path,
               ServeOptions(backend="torch", mc_samples=4, fusion="uncertainty_weighted"), progress=False,

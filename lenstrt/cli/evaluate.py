@@ -41,10 +41,11 @@ def _strict(qb: dict) -> None:
               help="An earlier evaluation's metrics.json (or its directory): adds before/after tables to report.md.")
 @click.option("--metrics", "metrics_path", type=click.Path(), default=None,
               help="Without --checkpoint: the 'after' metrics.json to compare with --compare; runs no model.")
+@click.option("--tta", is_flag=True, help="Score each cutout as the mean of its 8 flips/rotations (as serve --tta).")
 @click.option("--bar", is_flag=True, help="Print each quality-bar check (docs/evaluation.md); exit 0 either way.")
 @click.option("--strict-bar", is_flag=True, help="As --bar, and exit 1 if any check fails.")
 @options.quiet
-def command(checkpoint, data, out, device, batch_size, prevalence, compare_path, metrics_path, bar, strict_bar,
+def command(checkpoint, data, out, device, batch_size, prevalence, compare_path, metrics_path, tta, bar, strict_bar,
             quiet):  # quiet: accepted like every command; no bars here
     """ROC AUC, TPR at FPR 1e-2/1e-3, TPR0/TPR10, ECE, completeness by theta_E and arc S/N, per-kind
     false positives, the quality bar; metrics.json, report.md and plots."""
@@ -79,9 +80,9 @@ def command(checkpoint, data, out, device, batch_size, prevalence, compare_path,
     from lenstrt.train.evaluate import evaluate
 
     res = evaluate(checkpoint, list(data), out, device=device, batch_size=batch_size, prevalence=prevalence,
-                   before=before)
+                   before=before, tta=tta)
     m = res[res["label"]]
-    click.echo(f"{res['label']} on {m['n']} cutouts ({m['n_lenses']} lenses): AUROC {m['roc_auc']:.4f}  "
+    click.echo(f"{res['label']}{' (8-view TTA)' if tta else ''} on {m['n']} cutouts ({m['n_lenses']} lenses): AUROC {m['roc_auc']:.4f}  "
                f"TPR@FPR1e-2 {m['tpr_at_fpr_1e-2']:.3f}  TPR@FPR1e-3 {m['tpr_at_fpr_1e-3']:.3f}  "
                f"TPR0 {m['tpr0']:.3f}  TPR10 {m['tpr10']:.3f}  ECE {m['ece']:.4f}")
     if "false_positive_rate_by_kind" in res:

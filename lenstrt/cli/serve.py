@@ -18,6 +18,11 @@ from lenstrt.runtime.registry import serve_names
 @click.option("--fused/--separate", default=False, show_default=True, help="Run the fused ensemble graph, or members.")
 @click.option("--mc-samples", type=click.IntRange(min=0), default=None, help="MC-dropout samples (torch backend).")
 @click.option("--fusion", type=click.Choice(["mean", "uncertainty_weighted"]), default=None)
+@click.option("--tta/--no-tta", default=None,
+              help="Score each cutout as the mean of its 8 flips/rotations (8x the compute) [config: inference.tta].")
+@click.option("--tta-above", type=click.FloatRange(0, 1), default=None,
+              help="Only cutouts whose one-view score reaches this get the 8 views (a cascade: a few per cent "
+                   "more compute for a gate below the candidate threshold; docs/serve.md).")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue a killed run in --out.")
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable shard instead of recording and skipping it.")
 @click.option("--unit-rows", type=click.IntRange(min=1), default=8192, show_default=True,
@@ -53,7 +58,8 @@ from lenstrt.runtime.registry import serve_names
 @click.option("--ignore-pixel-scale", is_flag=True, help="Score inputs at any pixel scale (no check).")
 @options.config
 @options.quiet
-def command(bundle_dir, inputs, out, backend, precision, batch_size, fmt, fused, mc_samples, fusion, resume, strict, unit_rows,
+def command(bundle_dir, inputs, out, backend, precision, batch_size, fmt, fused, mc_samples, fusion, tta, tta_above,
+            resume, strict, unit_rows,
             top_k, gallery, compile_, amp, cuda_graph, prevalence, ray_address, workers, gpus_per_worker, rescore_changed,
             readers, concurrency,
             keep_columns, candidates_format, pixel_scale_tolerance, ignore_pixel_scale, config_path, quiet):
@@ -69,6 +75,7 @@ def command(bundle_dir, inputs, out, backend, precision, batch_size, fmt, fused,
         top_k=top_k, gallery=gallery, compile=compile_, cuda_graph=cuda_graph, concurrency=concurrency,
         prevalence=prevalence, amp=amp, candidates_format=candidates_format, readers=readers,
         rescore_changed=rescore_changed, precision=precision,
+        tta=cfg.inference.tta if tta is None else tta, tta_above=tta_above,
         keep_columns=None if keep_columns is None else tuple(c.strip() for c in keep_columns.split(",") if c.strip()),
         pixel_scale_tolerance=None if ignore_pixel_scale else pixel_scale_tolerance)
     if ray_address:

@@ -28,6 +28,7 @@ class Scores:
     score: np.ndarray          # [N] fused calibrated probability
     score_std: np.ndarray      # [N] spread between members (or MC-dropout spread for one member)
     members: np.ndarray        # [N, M] calibrated probability per member
+    views: np.ndarray | None = None  # [N] dihedral views each score averages (runtime/tta.py); None: one
 
 
 class Ensemble:

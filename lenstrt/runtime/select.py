@@ -286,10 +286,24 @@ def _explicit_why(backend: str, device: str, caps: Capabilities) -> str:
 def build_ensemble(bundle: Bundle, backend: str, device: str, fused: bool = False, fusion: str = "mean",
                    mc_samples: int = 0, compile: bool = False, cuda_graph_batch: int | None = None,
                    concurrency: str = "auto", threads: int | None = None, amp: bool | None = None,
-                   only: list[str] | None = None, precision: str | None = None):
+                   only: list[str] | None = None, precision: str | None = None, tta: bool = False,
+                   tta_above: float | None = None):
     """`backend`: a registry backend (torch, ort, openvino, trt) on `device`. `only`: serve a subset of the
     members (bench times members alone this way). `precision`: see `resolve_precision` (None/auto: the
-    fastest the bundle validated; torch: `amp` decides)."""
+    fastest the bundle validated; torch: `amp` decides). `tta`: scores are the mean of the 8 dihedral views
+    (runtime/tta.py), on every cutout or, with `tta_above`, where the first pass reaches it."""
+    ens = _build_ensemble(bundle, backend, device, fused, fusion, mc_samples, compile, cuda_graph_batch, concurrency,
+                          threads, amp, only, precision)
+    if not (tta or tta_above is not None):
+        return ens
+    from lenstrt.runtime.tta import TTAEnsemble
+
+    return TTAEnsemble(ens, tta_above)
+
+
+def _build_ensemble(bundle: Bundle, backend: str, device: str, fused: bool, fusion: str, mc_samples: int,
+                    compile: bool, cuda_graph_batch: int | None, concurrency: str, threads: int | None,
+                    amp: bool | None, only: list[str] | None, precision: str | None):
     from lenstrt.runtime.ensemble import Ensemble
 
     if backend not in SPECS:

@@ -56,6 +56,8 @@ class ServeOptions:
     readers: int = 1                  # reader processes (serve/readers.py); 1 = one reader thread
     rescore_changed: bool = False     # resume: score input files that changed since again (else refuse)
     precision: str = "auto"           # auto | fp32 | bf16 | fp16 | int8 (runtime/select.py)
+    tta: bool = False                 # score each cutout as the mean of its 8 dihedral views (runtime/tta.py)
+    tta_above: float | None = None    # ... only where the one-view score reaches this (a cascade; implies tta)
 
 
 class BusyTime:
@@ -181,6 +183,7 @@ def prepare(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: Se
     run = {"bundle_manifest_sha256": bundle.manifest_sha256(), "inputs": [f for f, _ in files],
            "unit_rows": opts.unit_rows, "format": opts.fmt, "fused": opts.fused, "mc_samples": opts.mc_samples,
            "fusion": opts.fusion, "prevalence": opts.prevalence, "keep_columns": opts.keep_columns,
+           "tta": opts.tta or opts.tta_above is not None, "tta_above": opts.tta_above,
            "pixel_scale_tolerance": opts.pixel_scale_tolerance, "input_fingerprints": prints}
     run_file = out / "run.json"
     rescore: list[str] = []
@@ -188,8 +191,9 @@ def prepare(bundle_dir: str | Path, inputs: list[str], out: str | Path, opts: Se
         prev = json.loads(run_file.read_text())
         # every option that changes what a part holds: a resume must not mix two setups in one catalog
         changed = [k for k in ("bundle_manifest_sha256", "unit_rows", "format", "fused", "mc_samples", "fusion",
-                               "prevalence", "keep_columns", "pixel_scale_tolerance")
-                   if prev.get(k) != (list(run[k]) if isinstance(run[k], tuple) else run[k])]
+                               "prevalence", "keep_columns", "pixel_scale_tolerance", "tta", "tta_above")
+                   if prev.get(k, False if k == "tta" else None) != (list(run[k]) if isinstance(run[k], tuple)
+                                                                   else run[k])]
         if changed:
             raise InputError(f"{out}: holds a run with different {', '.join(changed)}; resume needs the same "
                              "bundle and options, or pass --no-resume to start over")
@@ -242,7 +246,12 @@ def _serve(bundle_dir, inputs: list[str], out: Path, opts: ServeOptions, progres
         f"units already done" + (f"; {run.open_errors} unreadable file(s) skipped" if run.open_errors else ""))
     ens = build_ensemble(bundle, backend, device, fused=opts.fused, fusion=opts.fusion, mc_samples=opts.mc_samples,
                          compile=opts.compile, cuda_graph_batch=opts.batch_size if opts.cuda_graph else None,
-                         concurrency=opts.concurrency, amp=opts.amp, precision=opts.precision)
+                         concurrency=opts.concurrency, amp=opts.amp, precision=opts.precision, tta=opts.tta,
+                         tta_above=opts.tta_above)
+    if "tta" in ens.info:
+        gate = ens.info["tta"]["above"]
+        log("tta: the mean of 8 flips/rotations" + (" on every cutout (8x the compute)" if gate is None
+                                                     else f" where the one-view score is >= {gate:g}"))
     stats = {"rows": 0, "infer_s": 0.0, "flagged": 0, "unit_errors": 0}
     busy = BusyTime()
     q_in: queue.Queue = queue.Queue(opts.queue_depth)
@@ -395,6 +404,9 @@ def catalog_columns(parts: list, members: list[str], bundle_tag: str, prevalence
     per = np.concatenate([s.members for s in scores]).astype(np.float32)
     for j, m in enumerate(members):
         cols[f"score_{m}"] = per[:, j]
+    if any(s.views is not None for s in scores):  # test-time augmentation: how many views each score is
+        cols["tta_views"] = np.concatenate([np.ones(len(b), np.int8) if s.views is None else s.views
+                                            for b, s in parts]).astype(np.int8)
     cols["flags"] = np.concatenate([b.flags for b in batches]).astype(np.int32)
     cols["bundle"] = [bundle_tag] * n
     if prevalence:

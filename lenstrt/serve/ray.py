@@ -49,7 +49,8 @@ class _ScoreUnits:
         self.backend, self.device, self.why = choose_backend(self.opts.backend, detect(), bundle, self.opts.fused)
         threads = int(os.environ.get("LENSTRT_WORKER_THREADS", "1"))
         self.ens = build_ensemble(bundle, self.backend, self.device, fused=self.opts.fused, fusion=self.opts.fusion,
-                                  mc_samples=self.opts.mc_samples, threads=threads)
+                                  mc_samples=self.opts.mc_samples, threads=threads, tta=self.opts.tta,
+                                  tta_above=self.opts.tta_above)
         self.ens.__enter__()
         self.member_names, self.bundle_tag, self.train_frac = member_names, bundle_tag, train_frac
         self.input = bundle.input  # bands by name, size: read as serve reads

@@ -272,6 +272,7 @@ def render_report(result: dict[str, Any], before: dict[str, Any] | None = None) 
     label = result["label"]
     lines = [f"# Evaluation of {label}", "", f"checkpoints: {', '.join(result['checkpoints'])}  ",
              f"data: {', '.join(result['data'])}  ",
+             *(["scores: the mean of each cutout's 8 flips/rotations (--tta)  "] if result.get("tta") else []),
              *(_training_line(n, t) for n, t in result.get("training", {}).items()), "", "## Headline", ""]
     who = [label, *(result["members"] if len(result["members"]) > 1 else [])]
     lines += _table(["model", *(h for _, h in _HEADLINE)],
@@ -410,12 +411,15 @@ def _write_scores(path: Path, d: dict[str, np.ndarray], probs: np.ndarray, membe
 
 
 def evaluate(checkpoint: str | Path | list[str | Path], data: list[str], out: str | Path, device: str | None = None,
-             batch_size: int = 256, prevalence: float = 1e-3, before: dict[str, Any] | None = None) -> dict[str, Any]:
+             batch_size: int = 256, prevalence: float = 1e-3, before: dict[str, Any] | None = None,
+             tta: bool = False) -> dict[str, Any]:
     """Writes metrics.json, report.md (compared with `before`, an earlier metrics.json dict, if given)
     and the plots to `out`; returns the metrics. `checkpoint`: one checkpoint or run directory, or several,
-    whose members are scored as one ensemble (the mean of calibrated probabilities, as `serve` fuses them)."""
+    whose members are scored as one ensemble (the mean of calibrated probabilities, as `serve` fuses them).
+    `tta`: each member's probability is the mean over the 8 dihedral views (as `serve --tta`)."""
     from lenstrt.data.readers import load_all
     from lenstrt.plots import binned, gallery, reliability, roc, strata_heatmap
+    from lenstrt.runtime.tta import views_mean
     from lenstrt.train.hardware import pick_device
     from lenstrt.train.trainer import predict_logits
 
@@ -435,15 +439,17 @@ def evaluate(checkpoint: str | Path | list[str | Path], data: list[str], out: st
             raise InputError(f"{data[0]}: cutouts are {d['images'].shape[1]}x{d['images'].shape[-1]}px but {p} "
                              f"expects {len(c['bands'])} bands of {c['image_size']}px")
         model = ck.build_model(c).to(dev)
-        logits = predict_logits(model, d["images"], dev, batch_size)
-        member_probs[name] = sigmoid(logits / c["temperature"])
+        def probs_of(x, model=model, t=c["temperature"]):
+            return sigmoid(predict_logits(model, x, dev, batch_size) / t)
+
+        member_probs[name] = views_mean(probs_of, d["images"]) if tta else probs_of(d["images"])
         training[name] = training_record(c)
     names = list(member_probs)
     probs = np.mean([member_probs[n] for n in names], axis=0)
     label = "ensemble" if len(names) > 1 else names[0]
     result: dict[str, Any] = {"checkpoints": [str(p) for p in paths], "data": [str(x) for x in data],
                               "members": {n: summary(labels, pr) for n, pr in member_probs.items()},
-                              "training": training}
+                              "training": training, "tta": tta}
     result[label] = summary(labels, probs)
     # per-kind false-positive rates at two operating points
     thr = {"p>0.5": 0.5, "fpr=1e-2": threshold_at_fpr(labels, probs, 1e-2)}
