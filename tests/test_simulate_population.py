@@ -84,6 +84,25 @@ def test_companions_cluster_around_their_host(survey):
     assert np.median(r) == pytest.approx(2.24, abs=0.06)
 
 
+def test_tangential_companions_take_their_own_sizes(survey):
+    # companion_arc_size moves only the tangential companions' R_e; every other draw keeps its values
+    kinds = np.full(1500, KINDS.index("companion"))
+    a = sample(survey, kinds, np.random.default_rng(5))
+    b = sample(replace(survey, population=replace(survey.population, companion_arc_size=(0.25, 1.2))), kinds,
+               np.random.default_rng(5))
+    ca, cb = (next(c for c in s.comps if c.layer == "other") for s in (a, b))
+    for f in ("rows", "x", "y", "q", "phi", "mags"):
+        np.testing.assert_array_equal(getattr(ca, f), getattr(cb, f))
+    moved = ca.size != cb.size
+    angle = np.arctan2(ca.y - a.lens_y[ca.rows], ca.x - a.lens_x[ca.rows])
+    tangential = 1 - np.cos(2 * (ca.phi - angle - np.pi / 2)) < 1e-9  # major axis along the tangent (exactly)
+    np.testing.assert_array_equal(moved, tangential)
+    assert 0.4 < tangential.mean() < 0.6
+    assert ca.size.min() >= 0.1 and ca.size.max() <= 0.6
+    assert cb.size[moved].min() >= 0.25 and cb.size[moved].max() <= 1.2
+    assert np.median(cb.size[moved]) == pytest.approx(np.sqrt(0.25 * 1.2), rel=0.1)  # log-uniform
+
+
 @pytest.mark.parametrize("lens_size", [(0.3, 0.9), (0.6, 2.6)])
 def test_lens_galaxy_size_follows_theta_e(survey, lens_size):
     # R_e = theta_E * U(lens_size) + 0.2", capped at 4" here: the first central component is the bulge
@@ -109,6 +128,7 @@ def test_lens_galaxy_size_follows_theta_e(survey, lens_size):
     ("population: {lens_size: [2.6, 0.6]}\n", "lens_size"),        # reversed
     ("population: {lens_size: 2}\n", "lens_size"),                 # not a range
     ("population: [1, 2]\n", "'population' holds list"),
+    ("population: {companion_arc_size: [0, 1]}\n", "companion_arc_size"),   # log-uniform from 0
 ])
 def test_preset_sections_are_checked(tmp_path, text, error):
     base = (Path(__file__).resolve().parents[1] / "configs" / "surveys" / "lsst-gri.yaml").read_text()

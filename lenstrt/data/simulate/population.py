@@ -174,7 +174,11 @@ def sample(survey: Survey, kinds: np.ndarray, rng: np.random.Generator, simple: 
         q = np.where(tangential, d.u(0.15, 0.5, m), d.u(0.4, 1.0, m))
         colour = rng.choice(3, m, p=[0.6, 0.25, 0.15])  # blue, red, in between
         red = np.choose(colour, [d.u(-0.3, 0.3, m), d.u(0.7, 1.2, m), d.u(0.3, 0.7, m)])
-        d.sersics(rows, x, y, q, phi, d.u(0.5, 1.5, m), d.logu(0.1, 0.6, m), d.mags(d.u(*pop.companion_mag, m), red))
+        # one draw whatever the ranges, so the default size range keeps the random stream (and bytes) of before
+        n = d.u(0.5, 1.5, m)
+        lo, hi = np.log(np.where(tangential[:, None], pop.companion_arc_size, (0.1, 0.6))).T
+        size = np.exp(rng.uniform(lo, hi, m))
+        d.sersics(rows, x, y, q, phi, n, size, d.mags(d.u(*pop.companion_mag, m), red))
 
     def knots(rows, x, y, mag, spread=0.0):
         m = len(rows)

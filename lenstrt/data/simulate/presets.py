@@ -40,6 +40,7 @@ class Population:
     source_mag: tuple[float, float] = (21.0, 24.0)  # companions and field galaxies only: a lensed source's
     source_colors: dict[str, float] = field(default_factory=dict)  # magnitude follows from its arc S/N
     companion_mag: tuple[float, float] = (20.5, 25.0)
+    companion_arc_size: tuple[float, float] = (0.1, 0.6)  # semi-major R_e (log-uniform) of the tangential companions
     color_scatter: float = 0.1
     arc_snr: tuple[float, float] = (10.0, 3000.0)     # lensed arcs: S/N drawn log-uniform (docs/simulation.md)
     min_arc_snr: float = 10.0                       # kept for presets that set only the floor
@@ -138,11 +139,12 @@ def load_survey(name_or_path: str, image_size: int | None = None) -> Survey:
         )
     except (KeyError, TypeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: invalid survey preset ({exc}); compare with configs/surveys/lsst-gri.yaml") from exc
-    size = pop.lens_size
-    if not (isinstance(size, tuple) and len(size) == 2 and all(isinstance(v, (int, float)) for v in size)
-            and 0 <= size[0] <= size[1]):
-        raise ConfigError(f"{path}: lens_size {size!r} must be [lo, hi] with 0 <= lo <= hi "
-                          "(R_e = theta_E * U(lo, hi) + 0.2\"; the default is [0.6, 2.6])")
+    for key, low, what in (("lens_size", "0 <=", "R_e = theta_E * U(lo, hi) + 0.2\"; the default is [0.6, 2.6]"),
+                           ("companion_arc_size", "0 <", "arcsec, log-uniform; the default is [0.1, 0.6]")):
+        size = getattr(pop, key)
+        if not (isinstance(size, tuple) and len(size) == 2 and all(isinstance(v, (int, float)) for v in size)
+                and (0 <= size[0] if low == "0 <=" else 0 < size[0]) and size[0] <= size[1]):
+            raise ConfigError(f"{path}: {key} {size!r} must be [lo, hi] with {low} lo <= hi ({what})")
     bad = set(pop.negative_mix) - set(NEGATIVE_MIX)
     if bad or not sum(pop.negative_mix.values()) > 0:
         raise ConfigError(f"{path}: negative_mix {pop.negative_mix}: kinds must be among {', '.join(NEGATIVE_MIX)} "
