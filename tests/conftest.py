@@ -65,7 +65,7 @@ def sim_dir(tmp_path_factory) -> Path:
     """A small simulated LSST-like data set: 2 shards, 96 cutouts, lenses, galaxies and companions.
 
     Drawn from `lsst-gri` as it was before 2026-11-30 (theta_E 0.8-2.2", the earlier lens-galaxy sizes, arcs
-    from S/N 60, two negative kinds), frozen here: the toy runs trained on it (30 steps) must learn something, and the survey's
+    from S/N 60, two negative kinds, arc-like companions up to 0.6"), frozen here: the toy runs trained on it (30 steps) must learn something, and the survey's
     radii and big lens galaxies of today's default are not learnt in 30 steps. The default itself is tested in
     test_simulate.py and by `make demo`."""
     import yaml
@@ -74,7 +74,7 @@ def sim_dir(tmp_path_factory) -> Path:
 
     preset = yaml.safe_load((REPO / "configs" / "surveys" / "lsst-gri.yaml").read_text())
     preset["population"].update(theta_e=[0.8, 2.2], lens_size=[0.3, 0.9], arc_snr=[60.0, 2000.0],
-                                negative_mix={"galaxy": 0.5, "companion": 0.5})
+                                negative_mix={"galaxy": 0.5, "companion": 0.5}, companion_arc_size=[0.1, 0.6])
     path = tmp_path_factory.mktemp("preset") / "lsst-gri.yaml"
     path.write_text(yaml.safe_dump(preset, sort_keys=False))
     out = tmp_path_factory.mktemp("sim")
