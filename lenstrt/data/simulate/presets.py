@@ -139,12 +139,14 @@ def load_survey(name_or_path: str, image_size: int | None = None) -> Survey:
         )
     except (KeyError, TypeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: invalid survey preset ({exc}); compare with configs/surveys/lsst-gri.yaml") from exc
-    for key, low, what in (("lens_size", "0 <=", "R_e = theta_E * U(lo, hi) + 0.2\"; the default is [0.6, 2.6]"),
-                           ("companion_arc_size", "0 <", "arcsec, log-uniform; the default is [0.1, 0.6]")):
+    # (key, lo may be 0, what the range means): a log-uniform range cannot start at 0
+    for key, zero_ok, what in (("lens_size", True, "R_e = theta_E * U(lo, hi) + 0.2\"; the default is [0.6, 2.6]"),
+                               ("companion_arc_size", False, "arcsec, log-uniform; the default is [0.1, 0.6]")):
         size = getattr(pop, key)
         if not (isinstance(size, tuple) and len(size) == 2 and all(isinstance(v, (int, float)) for v in size)
-                and (0 <= size[0] if low == "0 <=" else 0 < size[0]) and size[0] <= size[1]):
-            raise ConfigError(f"{path}: {key} {size!r} must be [lo, hi] with {low} lo <= hi ({what})")
+                and (size[0] >= 0 if zero_ok else size[0] > 0) and size[0] <= size[1]):
+            raise ConfigError(f"{path}: {key} {size!r} must be [lo, hi] with {'0 <=' if zero_ok else '0 <'} lo <= hi "
+                              f"({what})")
     bad = set(pop.negative_mix) - set(NEGATIVE_MIX)
     if bad or not sum(pop.negative_mix.values()) > 0:
         raise ConfigError(f"{path}: negative_mix {pop.negative_mix}: kinds must be among {', '.join(NEGATIVE_MIX)} "
