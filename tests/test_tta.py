@@ -61,11 +61,20 @@ SCALES = [1.0, -0.5]
 
 
 def _by_hand(x):
-    """[N, M] member probabilities in one view and averaged over the 8."""
-    one = np.array([[sig(s * _logit(x[i:i + 1])[0] / t) for s, t in zip(SCALES, TEMPS)] for i in range(len(x))])
-    eight = np.array([[sum(sig(s * _logit(view(x[i:i + 1], k))[0] / t) for k in range(8)) / 8
-                       for s, t in zip(SCALES, TEMPS)] for i in range(len(x))])
-    return one, eight
+    """[N, M] member probabilities in one view and averaged over the 8; [N] the members' spread (population
+    std) in one view and averaged over the 8."""
+    def probs(i, k):
+        return [sig(s * _logit(view(x[i:i + 1], k))[0] / t) for s, t in zip(SCALES, TEMPS)]
+
+    def spread(p):
+        m = sum(p) / len(p)
+        return math.sqrt(sum((q - m) ** 2 for q in p) / len(p))
+
+    one = np.array([probs(i, 0) for i in range(len(x))])
+    eight = np.array([[sum(probs(i, k)[j] for k in range(8)) / 8 for j in range(len(SCALES))] for i in range(len(x))])
+    std1 = np.array([spread(probs(i, 0)) for i in range(len(x))])
+    std8 = np.array([sum(spread(probs(i, k)) for k in range(8)) / 8 for i in range(len(x))])
+    return one, eight, std1, std8
 
 
 def _ens():
@@ -76,7 +85,7 @@ def _ens():
 @pytest.mark.parametrize("gate", [None, "4th", 1.0])
 def test_tta_scores_by_hand(gate):
     x = np.random.default_rng(0).normal(0, 30, (6, 2, 4, 4)).astype(np.float32)
-    one, eight = _by_hand(x)
+    one, eight, std1, std8 = _by_hand(x)
     with _ens()[1] as plain:  # a gate equal to a first-pass score: that cutout is rescored (>=)
         fourth = float(np.sort(plain.infer(x).score)[3])
     above = {None: None, "4th": fourth, 1.0: 1.0}[gate]
@@ -87,7 +96,13 @@ def test_tta_scores_by_hand(gate):
     want = np.where(hit[:, None], eight, one)
     np.testing.assert_allclose(s.members, want, rtol=1e-6)
     np.testing.assert_allclose(s.score, want.mean(1), rtol=1e-6)
+    np.testing.assert_allclose(s.score_std, np.where(hit, std8, std1), rtol=1e-6)  # the mean of the views' spreads
     np.testing.assert_array_equal(s.views, np.where(hit, 8, 1))
+    assert s.views.dtype == np.int8
+    with TTAEnsemble(_ens()[1], above) as t:  # torch input (serve's pinned batches): the same scores
+        np.testing.assert_allclose(t.infer(torch.from_numpy(x)).score, s.score, rtol=1e-6)
+        t.infer(x)
+        assert t.rescored == 2 * hit.sum()  # counted over batches
     assert ens.rescored == hit.sum() and ens.info["tta"] == {"views": 8, "above": above, "rescored": int(hit.sum())}
     assert all(r.calls == (8 if hit.any() else 1) for r in runners)  # the 7 other views only where needed
     if gate == "4th":
@@ -101,8 +116,9 @@ def test_tta_scores_by_hand(gate):
 
 def test_views_mean_and_the_catalog_column():
     x = _asym()
-    np.testing.assert_allclose(views_mean(lambda v: v[:, 0, 0, 0], x),
-                               np.mean([view(x, k)[:, 0, 0, 0] for k in range(8)], axis=0))
+    got = views_mean(lambda v: v[:, 0, 0, 0], x)
+    np.testing.assert_allclose(got, np.mean([view(x, k)[:, 0, 0, 0] for k in range(8)], axis=0))
+    assert got.dtype == np.float64
     with TTAEnsemble(_ens()[1], above=0.0) as ens:
         s = ens.infer(x)
 
