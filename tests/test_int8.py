@@ -247,6 +247,31 @@ def test_cpu_int8_graph_is_uint8_and_the_tensorrt_graph_is_symmetric(int8_bundle
     assert a["mean_abs_prob_diff"] < 0.02, a
 
 
+def test_u8u8_graph_has_uint8_weights_and_onnx_runtime_computes_it_as_emulated(int8_bundle, tmp_path):
+    """The U8U8 graph measured for CPUs without VNNI (benchmarks/int8_formats.py): its weights are uint8, and
+    ONNX Runtime's integer kernels give what its float emulation gives (no saturation), on any CPU."""
+    from onnx import TensorProto
+
+    from lenstrt import checkpoint as ck
+    from lenstrt.export.int8 import calibration_set, int8_from_onnx
+    from lenstrt.export.pipeline import validation_set
+    from lenstrt.export.validate import run_onnx_guarded
+
+    m = Bundle(int8_bundle).members[0]
+    c = ck.load(int8_bundle / m.entry["checkpoint"]["path"])
+    calib, _ = calibration_set(c, None, 32)
+    src = int8_bundle / m.artifact("onnx", "fp32")["path"]
+    info = int8_from_onnx(src, tmp_path / "u.onnx", calib, unsigned_weights=True)
+    assert info["calibration"]["weights"] == "uint8 symmetric per channel"
+    q = onnx.load(str(tmp_path / "u.onnx"))
+    weights = [i for i in q.graph.initializer if len(i.dims) == 4]
+    assert weights and all(i.data_type == TensorProto.UINT8 for i in weights)
+    images, _, _ = validation_set(c, None, 64)
+    kernels = run_onnx_guarded(tmp_path / "u.onnx", images, "all")[0][:, 0]
+    emulated = run_onnx_guarded(tmp_path / "u.onnx", images, "disable")[0][:, 0]
+    assert np.max(np.abs(kernels - emulated)) < 0.05, np.max(np.abs(kernels - emulated))
+
+
 @pytest.mark.parametrize("version,cc,problem", [
     ("10.13.0.35", "9.0", None), ("11.4.0", "8.9", None), ("10.0.1", "7.5", None),
     ("8.6.1", "9.0", "need TensorRT >= 10"), ("10.13.0.35", "7.0", "no INT8 tensor cores"),

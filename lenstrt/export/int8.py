@@ -72,9 +72,11 @@ class _Reader:
 
 
 def int8_from_onnx(src: str | Path, dst: str | Path, calib: np.ndarray, method: str = "percentile",
-                   extra_float_ops: tuple[str, ...] = (), symmetric: bool = False) -> dict[str, Any]:
+                   extra_float_ops: tuple[str, ...] = (), symmetric: bool = False,
+                   unsigned_weights: bool = False) -> dict[str, Any]:
     """Writes the QDQ graph to `dst`; returns what the manifest records about it. `symmetric`: int8
-    activations with zero points of 0, the graph TensorRT builds."""
+    activations with zero points of 0, the graph TensorRT builds. `unsigned_weights`: uint8 weights (U8U8),
+    measured for CPUs without VNNI and not exported: exact there, but no faster than fp32 (docs/export.md)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -98,7 +100,7 @@ def int8_from_onnx(src: str | Path, dst: str | Path, calib: np.ndarray, method: 
         with contextlib.redirect_stdout(io.StringIO()):  # histogram calibrators print their progress
             quantize_static(str(src), str(dst), _Reader(model.graph.input[0].name, calib),
                             quant_format=QuantFormat.QDQ,
-                            per_channel=True, weight_type=QuantType.QInt8,
+                            per_channel=True, weight_type=QuantType.QUInt8 if unsigned_weights else QuantType.QInt8,
                             activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
                             calibrate_method=cm, nodes_to_exclude=keep,
                             # TensorRT dequantizes INT8/FP8/INT4 only: biases stay float there (it fuses them)
@@ -120,7 +122,7 @@ def int8_from_onnx(src: str | Path, dst: str | Path, calib: np.ndarray, method: 
     n_q = sum(1 for n in q.graph.node if n.op_type == "QuantizeLinear")
     return {"calibration": {"method": method, "n": int(len(calib)), "per_channel": True,
                             "activations": "int8 symmetric" if symmetric else "uint8 asymmetric",
-                            "weights": "int8 symmetric per channel"},
+                            "weights": ("uint8" if unsigned_weights else "int8") + " symmetric per channel"},
             "nodes": {"float_kept": len(keep), "quantize_linear": n_q}}
 
 
