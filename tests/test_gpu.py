@@ -104,15 +104,17 @@ def test_cuda_streams_match_sequential(bundle_dir, sim_dir):
     np.testing.assert_allclose(streams, cpu, atol=1e-4)
 
 
-def test_evaluate_on_cuda_equals_cpu(run_dir, sim_dir, tmp_path):
-    # `lenstrt evaluate --device cuda`: the scores it writes (scores.parquet) are the CPU's
+@pytest.mark.parametrize("tta", [False, True])
+def test_evaluate_on_cuda_equals_cpu(run_dir, sim_dir, tmp_path, tta):
+    # `lenstrt evaluate --device cuda [--tta]`: the scores it writes (scores.parquet) are the CPU's; with --tta
+    # the 8 views are taken on the host array (negative strides) before they go to the GPU
     import pyarrow.parquet as pq
 
     from lenstrt.train.evaluate import evaluate
 
     with no_tf32():
-        evaluate(run_dir, [str(sim_dir)], tmp_path / "g", device="cuda", batch_size=32)
-    evaluate(run_dir, [str(sim_dir)], tmp_path / "c", device="cpu", batch_size=32)
+        evaluate(run_dir, [str(sim_dir)], tmp_path / "g", device="cuda", batch_size=32, tta=tta)
+    evaluate(run_dir, [str(sim_dir)], tmp_path / "c", device="cpu", batch_size=32, tta=tta)
     g, c = (pq.read_table(tmp_path / d / "scores.parquet") for d in ("g", "c"))
     assert g.column("id").to_pylist() == c.column("id").to_pylist() and g.num_rows == 96
     np.testing.assert_allclose(g.column("score").to_numpy(), c.column("score").to_numpy(), atol=1e-4)
