@@ -53,6 +53,22 @@ def test_arcs_are_scaled_to_the_drawn_snr(survey):
     assert np.nanmedian(r.src_mags[order[:16], ref]) > np.nanmedian(r.src_mags[order[-16:], ref]) + 1.0
 
 
+def test_kept_arc_is_the_lensed_source_alone(survey):
+    """render(keep_model=True) also keeps the noise-free arc (benchmarks/stratum_gap.py reads it): the arc S/N
+    recomputed from it and the rest of the model is the one written, and non-lenses have none."""
+    rng = np.random.default_rng(4)
+    kinds = np.array([LENS] * 6 + [KINDS.index("galaxy"), KINDS.index("companion")])
+    scene = sample(survey, kinds, rng)
+    r = render(scene, survey, rng, keep_model=True)
+    assert r.arc is not None and r.model is not None and r.arc.shape == r.model.shape
+    assert (r.arc[6:] == 0).all() and (r.arc[:6].sum(axis=(1, 2, 3)) > 0).all()
+    assert render(scene, survey, np.random.default_rng(0)).arc is None  # only when the model is kept
+    bg = torch.as_tensor(ph.background(survey, scene.obs.sky_scale, scene.obs.depth)[:6], dtype=torch.float32)
+    arc = torch.as_tensor(r.arc[:6])
+    again = ph.arc_snr(arc, torch.as_tensor(r.model[:6]) - arc, bg).numpy()
+    assert np.allclose(again, r.arc_snr[:6], rtol=1e-3)
+
+
 def test_every_kind_present_and_labelled(arrays):
     kinds = arrays["kind"].astype(str)
     assert set(kinds) == set(KINDS)

@@ -29,6 +29,7 @@ class Rendered:
     arc_snr: np.ndarray     # [B] float32 (0 for non-lenses)
     src_mags: np.ndarray    # [B, C] magnitudes of the lensed source's main component (NaN for non-lenses)
     model: np.ndarray | None = None  # [B, C, H, W] noiseless expected counts (when asked for)
+    arc: np.ndarray | None = None    # [B, C, H, W] the noiseless lensed source alone, 0 for non-lenses (with the model)
 
 
 def _grid(survey: Survey) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,10 +162,14 @@ def render(s: Scene, survey: Survey, rng: np.random.Generator, keep_model: bool 
             src_mags[src_main.rows] = src_main.mags - 2.5 * np.log10(scale.numpy()[slot[src_main.rows]])[:, None]
 
     model_np = model.numpy()
+    arc_np = None
+    if keep_model:
+        arc_np = np.zeros_like(model_np)
+        arc_np[lens] = arc.numpy()
     images = ph.add_noise(model_np, bg, rng)
     images += (obs.sky_residual * np.sqrt(bg))[..., None, None].astype(np.float32)
     artefacts.saturate(images, s.stars, model_np, rng, survey.pixel_scale)
     artefacts.cosmic_rays(images, obs, bg, rng)
     artefacts.mask_regions(images, obs, rng)
     return Rendered(images=images, arc_snr=arc_snr, src_mags=src_mags.astype(np.float32),
-                    model=model_np if keep_model else None)
+                    model=model_np if keep_model else None, arc=arc_np)
