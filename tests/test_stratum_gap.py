@@ -10,22 +10,29 @@ sg = load_script(Path(__file__).resolve().parents[1] / "benchmarks" / "stratum_g
 
 
 def test_lens_stats_by_hand():
-    # 8x8 pixels of 0.5": the centre is between pixels 3 and 4; a flat "lens" of 10 and an arc of 4 on two
-    # pixels 1.58" out (rows 3-4, column 6), background sigma 1
+    # 8x8 pixels of 0.5": pixel centres at -1.75 ... 1.75". A lens of 10 with a core of 50 (the 4 central pixels,
+    # r = 0.35"); an arc of 4 (i) and 8 (g) on two pixels at (1.25", +-0.25"), r = 1.27"; in the corner (r = 2.47",
+    # outside the 2" aperture) arc light exactly at the i background sigma (not above it) and just above g's.
     rest = np.full((3, 8, 8), 10.0)
+    rest[:, 3:5, 3:5] = 50.0
     arc = np.zeros((3, 8, 8))
-    arc[:, 3:5, 6] = 4.0
-    arc[0] *= 2.0                       # twice the arc flux in g: bluer by 2.5 log10(2) at equal zero points
-    zero = np.ones(3)
-    s = sg.lens_stats(arc, rest, np.ones(3), zero, theta_e=1.58, pixel_scale=0.5)
-    assert s["contrast_i"] == pytest.approx(0.4) and s["contrast_g"] == pytest.approx(0.8)
-    assert s["npix_i"] == 2 and s["peak_ratio_i"] == pytest.approx(0.4)
-    assert s["arc_r_over_te"] == pytest.approx(np.hypot(2.5 * 0.5, 0.5 * 0.5) / 1.58)
-    assert s["arc_g_i"] == pytest.approx(-2.5 * np.log10(2.0))
+    arc[2, 3:5, 6], arc[0, 3:5, 6] = 4.0, 8.0
+    arc[2, 0, 0], arc[0, 0, 0] = 1.0, 0.6
+    sigma = np.array([0.5, 1.0, 1.0])
+    s = sg.lens_stats(arc, rest, sigma, np.ones(3), theta_e=1.58, pixel_scale=0.5)
+    assert s["npix_i"] == 2                                       # the corner is not above i's sigma
+    assert s["contrast_i"] == pytest.approx(8 / 20)
+    assert s["contrast_g"] == pytest.approx(16.6 / 30)           # the corner is above g's
+    assert s["peak_ratio_i"] == pytest.approx(0.4)               # the rest where the arc peaks, not the core
+    assert s["arc_over_lens_2as_i"] == pytest.approx(8 / (4 * 50 + 60 * 10 - 12 * 10))  # 12 pixels lie beyond 2"
+    r_arc, r_corner = np.hypot(1.25, 0.25), np.hypot(1.75, 1.75)
+    assert s["arc_r_over_te"] == pytest.approx((8 * r_arc + r_corner) / 9 / 1.58)
+    assert s["arc_g_i"] == pytest.approx(-2.5 * np.log10(16.6 / 9))
     assert s["lens_g_i"] == pytest.approx(0.0)
-    assert s["lens_sb_at_te_over_sigma"] == pytest.approx(10.0)
+    assert s["lens_sb_at_te_over_sigma"] == pytest.approx(10.0)  # the ring at 1.58" +- 0.15" misses the core
+    assert s["lens_conc"] == pytest.approx((4 * 50 + 8 * 10) / (4 * 50 + 60 * 10))
     # a zero point changes the colour by the difference of zero points, not the contrast
-    s2 = sg.lens_stats(arc, rest, np.ones(3), np.array([2.0, 1.0, 1.0]), theta_e=1.58, pixel_scale=0.5)
+    s2 = sg.lens_stats(arc, rest, sigma, np.array([2.0, 1.0, 1.0]), theta_e=1.58, pixel_scale=0.5)
     assert s2["arc_g_i"] == pytest.approx(s["arc_g_i"] + 2.5 * np.log10(2.0))
     assert s2["contrast_i"] == s["contrast_i"]
 
