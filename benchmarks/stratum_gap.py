@@ -155,25 +155,42 @@ def table(a: list[dict[str, float]], b: list[dict[str, float]], names: tuple[str
 
 
 def _pair(text: str) -> tuple[float, float]:
-    lo, hi = (float(v) for v in text.split(","))
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give two numbers, lo,hi (e.g. 17.5,21)") from None
     return lo, hi
 
 
+def _override(text: str) -> tuple[str, tuple[float, float]]:
+    key, sep, val = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r}: give KEY=LO,HI (e.g. lens_mag=17.5,21)")
+    return key, _pair(val)
+
+
 def main(argv=None) -> None:
+    from lenstrt.data.simulate.presets import Population
+    from lenstrt.errors import LenstrtError
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--survey", default="lsst-gri", help="our preset (name or YAML); must have g, r, i bands")
     ap.add_argument("--theta-e", type=_pair, default=(0.5, 1.0), help="lo,hi arcsec")
     ap.add_argument("--snr", type=_pair, default=(20.0, 50.0), help="lo,hi arc S/N")
     ap.add_argument("--n", type=int, default=200, help="lenses from each simulator")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=LO,HI",
+    ap.add_argument("--set", type=_override, action="append", default=[], metavar="KEY=LO,HI",
                     help="override a population range of our preset, e.g. lens_mag=17.5,21")
     a = ap.parse_args(argv)
-    overrides = {}
-    for item in a.set:
-        key, _, val = item.partition("=")
-        overrides[key] = _pair(val)
-    mine = ours(a.survey, a.n, a.seed, a.theta_e, a.snr, overrides)
+    ranges = {f.name for f in dataclasses.fields(Population)}
+    overrides = dict(a.set)
+    for key in overrides:
+        if key not in ranges:
+            ap.error(f"--set {key}: not a population key of a preset (one of {', '.join(sorted(ranges))})")
+    try:
+        mine = ours(a.survey, a.n, a.seed, a.theta_e, a.snr, overrides)
+    except LenstrtError as e:  # an unknown preset, a YAML that does not load
+        ap.error(str(e))
     other = theirs(a.n, a.seed + 1, a.theta_e, a.snr)
     label = a.survey + "".join(f" {k}={v[0]:g},{v[1]:g}" for k, v in overrides.items())
     print(f"theta_E {a.theta_e[0]:g}-{a.theta_e[1]:g}\", arc S/N {a.snr[0]:g}-{a.snr[1]:g}, {a.n} lenses each\n")

@@ -50,3 +50,15 @@ def test_both_simulators_give_lenses_in_the_stratum():
         assert all(0 < r["contrast_i"] < 1 and r["npix_i"] > 0 for r in rows)
     text = sg.table(mine, other, ("ours", "theirs"))
     assert text.count("\n") == len(sg.STATS) + 1 and "| contrast_i |" in text
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--set", "lens_mag=17.5"], "give two numbers"),
+    (["--set", "lens_mag"], "give KEY=LO,HI"),
+    (["--set", "lens_brightness=17,21"], "not a population key"),
+    (["--survey", "no-such-survey", "--n", "1"], "no-such-survey"),
+])
+def test_bad_arguments_end_in_one_clear_line(args, says, capsys):
+    with pytest.raises(SystemExit) as e:
+        sg.main(args)
+    assert e.value.code == 2 and says in capsys.readouterr().err
