@@ -74,8 +74,12 @@ def ours(survey_name: str, n: int, seed: int, theta_e: tuple[float, float], snr:
     from lenstrt.data.simulate.population import LENS, sample
     from lenstrt.data.simulate.presets import load_survey
     from lenstrt.data.simulate.render import render
+    from lenstrt.errors import ConfigError
 
     sv = load_survey(survey_name)
+    if not {"g", "r", "i"} <= set(sv.band_names):
+        raise ConfigError(f"{survey_name}: has bands {','.join(sv.band_names)}; the comparison needs g, r and i "
+                          "(lenstronomy's set is LSST g,r,i): pass an LSST preset such as lsst-gri")
     pop = dataclasses.replace(sv.population, theta_e=theta_e, arc_snr=snr, **(overrides or {}))
     sv = dataclasses.replace(sv, population=pop)
     rng = np.random.default_rng(seed)

@@ -57,6 +57,7 @@ def test_both_simulators_give_lenses_in_the_stratum():
     (["--set", "lens_mag"], "give KEY=LO,HI"),
     (["--set", "lens_brightness=17,21"], "not a population key"),
     (["--survey", "no-such-survey", "--n", "1"], "no-such-survey"),
+    (["--survey", "euclid-vis", "--n", "1"], "needs g, r and i"),
 ])
 def test_bad_arguments_end_in_one_clear_line(args, says, capsys):
     with pytest.raises(SystemExit) as e:
