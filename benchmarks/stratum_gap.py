@@ -85,6 +85,7 @@ def ours(survey_name: str, n: int, seed: int, theta_e: tuple[float, float], snr:
     rng = np.random.default_rng(seed)
     rows: list[dict[str, float]] = []
     gri = [sv.band_names.index(b) for b in ("g", "r", "i")]
+    zero_mag = np.array([ph.mag_to_counts(np.array(0.0), sv.bands[c]) for c in gri])  # e- of a 0 mag source
     for start in range(0, n, 100):
         kinds = np.full(min(100, n - start), LENS, dtype=np.int8)
         scene = sample(sv, kinds, rng)
@@ -92,9 +93,9 @@ def ours(survey_name: str, n: int, seed: int, theta_e: tuple[float, float], snr:
         assert r.model is not None and r.arc is not None
         bg = ph.background(sv, scene.obs.sky_scale, scene.obs.depth)
         for j in range(len(kinds)):
-            zero = np.array([ph.mag_to_counts(np.array(0.0), sv.bands[c]) * scene.obs.depth[j, c] for c in gri])
             arc, rest = r.arc[j, gri], r.model[j, gri] - r.arc[j, gri]
-            d = lens_stats(arc, rest, np.sqrt(bg[j, gri]), zero, float(scene.theta_e[j]), sv.pixel_scale)
+            d = lens_stats(arc, rest, np.sqrt(bg[j, gri]), zero_mag * scene.obs.depth[j, gri], float(scene.theta_e[j]),
+                           sv.pixel_scale)
             d.update(snr=float(r.arc_snr[j]), fwhm_i=float(scene.obs.fwhm[j, gri[2]]))
             rows.append(d)
     return rows
