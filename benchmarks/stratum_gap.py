@@ -163,7 +163,7 @@ def _pair(text: str) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give two numbers, lo,hi (e.g. 17.5,21)") from None
+        raise argparse.ArgumentTypeError(f"{text!r}: give two numbers, lo,hi (e.g. 0.5,1)") from None
     return lo, hi
 
 
