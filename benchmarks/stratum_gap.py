@@ -13,6 +13,10 @@ that do not depend on either simulator's units:
 - lens_sb_at_te_over_sigma: the rest's mean surface brightness on the Einstein ring, in background sigmas (i);
 - arc_g_i, lens_g_i: colours (mag) of the arc and of the rest within 2";
 - npix_i, arc_r_over_te: the arc's extent (pixels above 1 sigma) and flux-weighted radius over theta_E;
+- arc_dr_over_fwhm: the arc's flux-weighted radial spread (std of radius) in the mask over the i seeing FWHM
+  (below ~0.4 the arc is unresolved across);
+- arc_span_deg: the angle around the centre the arc covers (10-degree sectors holding >= 5% of its flux);
+- counter_frac_i: the share of the arc's flux more than 90 degrees from its brightest pixel (a counter-image);
 - lens_conc: the rest's flux within 1" over within 3"; fwhm_i: the i-band seeing; snr: the arc S/N.
 
     python benchmarks/stratum_gap.py --theta-e 0.5,1 --snr 20,50 --n 200 [--survey lsst-gri] [--set lens_mag=17.5,21]
@@ -32,13 +36,14 @@ from pathlib import Path
 import numpy as np
 
 STATS = ("contrast_i", "contrast_g", "arc_over_lens_2as_i", "peak_ratio_i", "lens_sb_at_te_over_sigma",
-         "arc_g_i", "lens_g_i", "npix_i", "arc_r_over_te", "lens_conc", "fwhm_i", "snr")
+         "arc_g_i", "lens_g_i", "npix_i", "arc_r_over_te", "arc_dr_over_fwhm", "arc_span_deg", "counter_frac_i",
+         "lens_conc", "fwhm_i", "snr")
 
 
 def lens_stats(arc: np.ndarray, rest: np.ndarray, bkg_sigma: np.ndarray, zero: np.ndarray, theta_e: float,
-               pixel_scale: float) -> dict[str, float]:
+               pixel_scale: float, fwhm_i: float) -> dict[str, float]:
     """One lens. arc, rest [3, H, W] (g, r, i) noise-free in any linear unit; bkg_sigma [3] in that unit;
-    zero [3]: the flux of a 0 mag source in that unit (for colours)."""
+    zero [3]: the flux of a 0 mag source in that unit (for colours); fwhm_i: the i seeing, arcsec."""
     c = (np.arange(arc.shape[-1]) - (arc.shape[-1] - 1) / 2) * pixel_scale
     yy, xx = np.meshgrid(c, c, indexing="ij")
     rr = np.hypot(xx, yy)
@@ -48,6 +53,14 @@ def lens_stats(arc: np.ndarray, rest: np.ndarray, bkg_sigma: np.ndarray, zero: n
     ap = rr < 2.0
     k = np.unravel_index(np.argmax(arc[i]), arc[i].shape)
     ring = np.abs(rr - theta_e) < 0.15
+
+    w = np.where(mi, arc[i], 0.0)
+    wsum = max(w.sum(), tiny)
+    r_mean = (w * rr).sum() / wsum
+    pa = np.arctan2(yy, xx)
+    sector = ((pa + np.pi) // np.radians(10)).astype(int) % 36
+    in_sector = np.bincount(sector.ravel(), weights=w.ravel(), minlength=36)
+    away = np.abs(np.angle(np.exp(1j * (pa - pa[k])))) > np.pi / 2
 
     def colour(img, where):
         fg, fi = img[g][where].sum() / zero[g], img[i][where].sum() / zero[i]
@@ -63,7 +76,11 @@ def lens_stats(arc: np.ndarray, rest: np.ndarray, bkg_sigma: np.ndarray, zero: n
         "lens_g_i": colour(rest, ap),
         "npix_i": float(mi.sum()),
         "arc_r_over_te": float((arc[i] * rr).sum() / max(arc[i].sum(), tiny) / theta_e),
+        "arc_dr_over_fwhm": float(np.sqrt((w * (rr - r_mean) ** 2).sum() / wsum) / fwhm_i),
+        "arc_span_deg": float(10 * (in_sector >= 0.05 * wsum).sum()) if mi.any() else 0.0,
+        "counter_frac_i": float(w[away].sum() / wsum),
         "lens_conc": float(rest[i][rr < 1].sum() / max(rest[i][rr < 3].sum(), tiny)),
+        "fwhm_i": float(fwhm_i),
     }
 
 
@@ -95,8 +112,8 @@ def ours(survey_name: str, n: int, seed: int, theta_e: tuple[float, float], snr:
         for j in range(len(kinds)):
             arc, rest = r.arc[j, gri], r.model[j, gri] - r.arc[j, gri]
             d = lens_stats(arc, rest, np.sqrt(bg[j, gri]), zero_mag * scene.obs.depth[j, gri], float(scene.theta_e[j]),
-                           sv.pixel_scale)
-            d.update(snr=float(r.arc_snr[j]), fwhm_i=float(scene.obs.fwhm[j, gri[2]]))
+                           sv.pixel_scale, float(scene.obs.fwhm[j, gri[2]]))
+            d.update(snr=float(r.arc_snr[j]))
             rows.append(d)
     return rows
 
@@ -141,8 +158,8 @@ def theirs(n: int, seed: int, theta_e: tuple[float, float], snr: tuple[float, fl
             if log_scale is None:
                 continue
             a = arc * 10**log_scale
-            d = lens_stats(a, rest, bkg, zero, scene.theta_e, xs.PIX)
-            d.update(snr=xs.arc_snr(a, xs._variance(sims, a + rest), bkg), fwhm_i=float(scene.psf[2]["seeing"]))
+            d = lens_stats(a, rest, bkg, zero, scene.theta_e, xs.PIX, float(scene.psf[2]["seeing"]))
+            d.update(snr=xs.arc_snr(a, xs._variance(sims, a + rest), bkg))
             rows.append(d)
         return rows
     finally:

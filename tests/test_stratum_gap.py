@@ -19,7 +19,7 @@ def test_lens_stats_by_hand():
     arc[2, 3:5, 6], arc[0, 3:5, 6] = 4.0, 8.0
     arc[2, 0, 0], arc[0, 0, 0] = 1.0, 0.6
     sigma = np.array([0.5, 1.0, 1.0])
-    s = sg.lens_stats(arc, rest, sigma, np.ones(3), theta_e=1.58, pixel_scale=0.5)
+    s = sg.lens_stats(arc, rest, sigma, np.ones(3), theta_e=1.58, pixel_scale=0.5, fwhm_i=0.7)
     assert s["npix_i"] == 2                                       # the corner is not above i's sigma
     assert s["contrast_i"] == pytest.approx(8 / 20)
     assert s["contrast_g"] == pytest.approx(16.6 / 30)           # the corner is above g's
@@ -32,9 +32,35 @@ def test_lens_stats_by_hand():
     assert s["lens_sb_at_te_over_sigma"] == pytest.approx(10.0)  # the ring at 1.58" +- 0.15" misses the core
     assert s["lens_conc"] == pytest.approx((4 * 50 + 8 * 10) / (4 * 50 + 60 * 10))
     # a zero point changes the colour by the difference of zero points, not the contrast
-    s2 = sg.lens_stats(arc, rest, sigma, np.array([2.0, 1.0, 1.0]), theta_e=1.58, pixel_scale=0.5)
+    s2 = sg.lens_stats(arc, rest, sigma, np.array([2.0, 1.0, 1.0]), theta_e=1.58, pixel_scale=0.5, fwhm_i=0.7)
     assert s2["arc_g_i"] == pytest.approx(s["arc_g_i"] + 2.5 * np.log10(2.0))
     assert s2["contrast_i"] == s["contrast_i"]
+    assert s["fwhm_i"] == 0.7
+
+
+def test_arc_shape_by_hand():
+    # 8x8 pixels of 0.5" (centres at -1.75 ... 1.75"). i-band arc, brightest first: 4 at (0.75", 0.75") (45 deg),
+    # 3 at (1.75", 0.25") (8 deg: 37 from the peak), 2 at (-0.25", 1.75") (98 deg: 53 from it), 1 at (-1.75", 0.25")
+    # (172 deg) and 1 at (-1.75", -0.25") (-172 deg), both more than 90 deg away: the counter-image; five 10-degree
+    # sectors, the last two either side of 180 deg; radii 1.06" (the peak) and 1.77" (the rest). 0.5 at (-1.25", -1.25") is under the 1-sigma mask: not the arc.
+    arc = np.zeros((3, 8, 8))
+    for (x, y), v in {(0.75, 0.75): 4.0, (1.75, 0.25): 3.0, (-0.25, 1.75): 2.0, (-1.75, 0.25): 1.0,
+                      (-1.75, -0.25): 1.0, (-1.25, -1.25): 0.5}.items():
+        arc[2, int(y / 0.5 + 3.5), int(x / 0.5 + 3.5)] = v * 1.0001  # just above the 1-sigma mask
+    s = sg.lens_stats(arc, np.full((3, 8, 8), 10.0), np.ones(3), np.ones(3), theta_e=1.0, pixel_scale=0.5, fwhm_i=0.5)
+    assert s["counter_frac_i"] == pytest.approx(2 / 11)
+    assert s["arc_span_deg"] == 50
+    r = np.hypot([0.75, 1.75, 0.25, 1.75, 1.75], [0.75, 0.25, 1.75, 0.25, 0.25])  # 1.06" and 1.77"
+    w = np.array([4.0, 3.0, 2.0, 1.0, 1.0])
+    mean = (w * r).sum() / w.sum()
+    assert s["arc_dr_over_fwhm"] == pytest.approx(np.sqrt((w * (r - mean) ** 2).sum() / w.sum()) / 0.5)
+    # a sector needs 5% of the flux: with i's sigma at 0.1 the 0.5 pixel joins the mask (0.5 / 11.5 = 4.3%: no new
+    # sector, but a counter-image share), at 0.9 (8%) it adds one
+    sigma = np.array([1.0, 1.0, 0.1])
+    s = sg.lens_stats(arc, np.full((3, 8, 8), 10.0), sigma, np.ones(3), 1.0, 0.5, 0.5)
+    assert s["arc_span_deg"] == 50 and s["counter_frac_i"] == pytest.approx(2.5 / 11.5)
+    arc[2, 1, 1] = 0.9
+    assert sg.lens_stats(arc, np.full((3, 8, 8), 10.0), sigma, np.ones(3), 1.0, 0.5, 0.5)["arc_span_deg"] == 60
 
 
 def test_both_simulators_give_lenses_in_the_stratum():
