@@ -84,12 +84,12 @@ def _share(hit: np.ndarray) -> str:
     return f"{hit.mean():.3f}" if hit.size else "-"
 
 
-def _pixel_scale(data: str) -> float:
+def _pixel_scale(data: str, needed_by: str = "--radius") -> float:
     from lenstrt.data.readers import inspect
 
     scale = inspect(data).files[0].pixel_scale
     if scale is None:
-        raise SystemExit(f"{data}: records no pixel scale; --radius needs one")
+        raise SystemExit(f"{data}: records no pixel scale; {needed_by} needs one")
     return float(scale)
 
 

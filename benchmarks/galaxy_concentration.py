@@ -69,6 +69,7 @@ def table(theirs: np.ndarray, mine: np.ndarray, scores: np.ndarray | None, cut: 
 
 def main(argv=None) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from field_objects import _pixel_scale
     from stratum_gap import _override
 
     from lenstrt.data.simulate.population import KINDS
@@ -104,7 +105,7 @@ def main(argv=None) -> None:
     if not pick.any():
         ap.error(f"{a.data}: no cutouts of kind {a.kind!r} (it has {', '.join(sorted(set(kinds)))})")
     ref = d["images"].shape[1] - 1  # the reddest band: i for g,r,i, VIS alone for Euclid
-    theirs = concentration(d["images"][pick, ref], _pixel_scale(a.data))
+    theirs = concentration(d["images"][pick, ref], _pixel_scale(a.data, "the 0.6\" and 3\" apertures"))
     scores = cut = None
     if a.scores:
         import pyarrow.parquet as pq
@@ -123,15 +124,6 @@ def main(argv=None) -> None:
     print(f"{a.data}: {pick.sum()} {a.kind} cutouts; ours: {len(mine)} from {label}"
           + (f"; FPR 1e-2 threshold p >= {cut:.4f}" if cut is not None else "") + "\n")
     print(table(theirs, mine, scores, cut))
-
-
-def _pixel_scale(data: str) -> float:
-    from lenstrt.data.readers import inspect
-
-    scale = inspect(data).files[0].pixel_scale
-    if scale is None:
-        raise SystemExit(f"{data}: records no pixel scale; the 0.6\" and 3\" apertures need one")
-    return float(scale)
 
 
 if __name__ == "__main__":
