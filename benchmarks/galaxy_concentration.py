@@ -100,6 +100,8 @@ def main(argv=None) -> None:
         mine = ours(a.survey, a.kind, a.n, a.seed, overrides)
     except LenstrtError as e:  # a missing or unreadable set, an unknown preset
         ap.error(str(e))
+    if "kind" not in d:
+        ap.error(f"{a.data}: records no kind per cutout; pass a set made by `lenstrt simulate` or benchmarks/cross_sim.py")
     kinds = d["kind"].astype(str)
     pick = kinds == a.kind
     if not pick.any():

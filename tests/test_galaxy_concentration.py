@@ -72,3 +72,14 @@ def test_bad_input_ends_in_one_clear_line(tmp_path, args, says, capsys):
     with pytest.raises(SystemExit) as e:
         gc.main(["--data", str(data), "--n", "5", *args])
     assert e.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_a_set_without_kinds_is_refused_in_one_line(tmp_path, capsys):
+    from lenstrt.data.shards import write_shard
+
+    write_shard(tmp_path / "shard-00000.h5", {"images": np.zeros((2, 3, 32, 32), np.float32),
+                                              "labels": np.zeros(2, np.int8), "ids": np.array([b"a", b"b"])},
+                {"survey": "t", "bands": json.dumps(["g", "r", "i"]), "pixel_scale": 0.2})
+    with pytest.raises(SystemExit) as e:
+        gc.main(["--data", str(tmp_path), "--n", "5"])
+    assert e.value.code == 2 and "records no kind per cutout" in capsys.readouterr().err
