@@ -57,8 +57,11 @@ def table(theirs: np.ndarray, mine: np.ndarray, scores: np.ndarray | None, cut: 
     if scores is not None:
         head += " set: p > 0.5 | set: above the FPR 1e-2 threshold |"
     lines = [head, "|" + "---|" * head.count(" |")]
+    def within(c, lo, hi):  # the end bins are open, so noise that pushes a ratio below 0 or past 1 still counts
+        return ((c >= lo) | (lo == BINS[0])) & ((c < hi) | (hi == BINS[-1])) & np.isfinite(c)
+
     for lo, hi in zip(BINS[:-1], BINS[1:]):
-        t, m = (theirs >= lo) & (theirs < hi), (mine >= lo) & (mine < hi)
+        t, m = within(theirs, lo, hi), within(mine, lo, hi)
         row = f"| {lo:g}-{hi:g} | {t.mean():.3f} | {m.mean():.3f} |"
         if scores is not None and cut is not None:
             k = max(int(t.sum()), 1)

@@ -24,6 +24,13 @@ def test_concentration_by_hand():
     assert gc.concentration(x, 0.4)[0] == pytest.approx(40 / 60)  # at 0.4"/px (15, 29) is 5.4" out, (15, 19) 1.4"
 
 
+def test_table_counts_ratios_past_either_end_and_skips_nan():
+    # noise can push a faint galaxy's ratio below 0 or above 1: the end bins hold them; no ratio (NaN) counts nowhere
+    text = gc.table(np.array([-0.1, 0.1, 1.2, np.nan]), np.array([0.5, 0.5]), None, None)
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in text.splitlines() if line.startswith("| 0")}
+    assert rows["0-0.25"][0] == "0.500" and rows["0.45-1"][:2] == ["0.250", "1.000 |"]
+
+
 def _set(tmp_path, conc, kinds):
     """Cutouts whose i band has the given light within 0.6" over 3" (the g, r bands empty)."""
     from lenstrt.data.shards import write_shard
