@@ -185,14 +185,21 @@ def _pair(text: str) -> tuple[float, float]:
 
 
 def _override(text: str) -> tuple[str, tuple[float, float]]:
+    """KEY=LO,HI for --set, KEY a range of a preset's population."""
+    from lenstrt.data.simulate.presets import Population
+
     key, sep, val = text.partition("=")
     if not sep:
         raise argparse.ArgumentTypeError(f"{text!r}: give KEY=LO,HI (e.g. lens_mag=17.5,21)")
+    # only the (lo, hi) ranges: a colour table, the negative mix or a scalar would be replaced by a pair unchecked
+    ranges = sorted(f.name for f in dataclasses.fields(Population) if isinstance(f.default, tuple))
+    if key not in ranges:
+        raise argparse.ArgumentTypeError(f"{key}: not a population key of a preset that takes LO,HI "
+                                         f"(one of {', '.join(ranges)})")
     return key, _pair(val)
 
 
 def main(argv=None) -> None:
-    from lenstrt.data.simulate.presets import Population
     from lenstrt.errors import LenstrtError
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -204,11 +211,7 @@ def main(argv=None) -> None:
     ap.add_argument("--set", type=_override, action="append", default=[], metavar="KEY=LO,HI",
                     help="override a population range of our preset, e.g. lens_mag=17.5,21")
     a = ap.parse_args(argv)
-    ranges = {f.name for f in dataclasses.fields(Population)}
     overrides = dict(a.set)
-    for key in overrides:
-        if key not in ranges:
-            ap.error(f"--set {key}: not a population key of a preset (one of {', '.join(sorted(ranges))})")
     try:
         mine = ours(a.survey, a.n, a.seed, a.theta_e, a.snr, overrides)
     except LenstrtError as e:  # an unknown preset, a YAML that does not load

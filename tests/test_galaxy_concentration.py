@@ -70,6 +70,7 @@ def test_main_bins_the_set_and_its_scores(tmp_path, capsys):
 @pytest.mark.parametrize("args, says", [
     (["--kind", "companion"], "no cutouts of kind 'companion'"),
     (["--set", "lens_brightness=1,2"], "not a population key"),
+    (["--set", "negative_mix=1,2"], "not a population key of a preset that takes LO,HI"),
     (["--survey", "no-such-survey"], "no-such-survey"),
     (["--scores", "MISSING"], "not a scores.parquet"),
 ])
