@@ -141,10 +141,36 @@ def test_lens_galaxy_size_follows_theta_e(survey, lens_size):
     assert (not free.all()) == (lens_size[1] * 3.5 + 0.2 > cap)
 
 
+def test_lens_size_scatter_is_ln_normal_on_every_kind(survey):
+    # The same seed draws the same theta_E and U(lens_size) first, so the sizes' ratio is the scatter alone
+    kinds = np.resize(np.arange(len(KINDS)), 4000)
+
+    def bulge_of(scatter, image_size=survey.image_size):
+        pop = replace(survey.population, lens_size_scatter=scatter)
+        scene = sample(replace(survey, population=pop, image_size=image_size), kinds, np.random.default_rng(5))
+        return next(c for c in scene.comps if c.layer == "lens")
+
+    plain, capped = bulge_of(0.0), bulge_of(0.5)
+    assert np.array_equal(plain.rows, capped.rows)
+    assert set(KINDS[k] for k in kinds[plain.rows]) >= {"lens", "galaxy", "companion"}
+    assert capped.size.min() >= 0.1 and capped.size.max() == max_galaxy_re(survey)
+    assert bulge_of(1.5).size.min() == 0.1  # the floor: no sub-pixel "galaxy" that is a star
+    # a frame wide enough that the cap (64") never acts: the ratio is the whole ln-normal, lenses and not alike
+    wide, wide_plain = bulge_of(0.5, 1024), bulge_of(0.0, 1024)
+    assert wide.size.max() < max_galaxy_re(replace(survey, image_size=1024))
+    ln = np.log(wide.size / wide_plain.size)
+    is_lens = kinds[plain.rows] == LENS
+    for rows in (is_lens, ~is_lens):
+        assert ln[rows].std() == pytest.approx(0.5, abs=0.03) and abs(ln[rows].mean()) < 0.04
+
+
 @pytest.mark.parametrize("text, error", [
     ("population:\nnuisances:\n", None),                          # empty sections: the defaults
     ("population: {lens_size: [2.6, 0.6]}\n", "lens_size"),        # reversed
     ("population: {lens_size: 2}\n", "lens_size"),                 # not a range
+    ("population: {lens_size_scatter: -0.1}\n", "lens_size_scatter"),
+    ("population: {lens_size_scatter: [0.1, 0.2]}\n", "lens_size_scatter"),
+    ("population: {lens_size_scatter: 2.0}\n", "lens_size_scatter"),
     ("population: [1, 2]\n", "'population' holds list"),
     ("population: {companion_arc_size: [0, 1]}\n", "companion_arc_size"),   # log-uniform from 0
 ])

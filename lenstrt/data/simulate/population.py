@@ -151,7 +151,11 @@ def sample(survey: Survey, kinds: np.ndarray, rng: np.random.Generator, simple: 
     half = survey.image_size * survey.pixel_scale / 2
     # R_e follows theta_E (both grow with the velocity dispersion) with the scatter the preset allows; capped so
     # a group-scale theta_E does not spread the galaxy over the cutout's frame, where the model reads the sky
-    gal_re = np.minimum(theta * d.u(*pop.lens_size, b) + 0.2, max_galaxy_re(survey))
+    gal_re = theta * d.u(*pop.lens_size, b) + 0.2
+    if pop.lens_size_scatter > 0:  # drawn only when asked, so a preset without it keeps its random stream (and bytes)
+        # R_e at fixed theta_E (velocity dispersion) scatters ~0.1-0.2 dex; floored at half an LSST pixel
+        gal_re = np.maximum(gal_re * np.exp(rng.normal(0.0, pop.lens_size_scatter, b)), 0.1)
+    gal_re = np.minimum(gal_re, max_galaxy_re(survey))
     gal_phi = d.u(0, np.pi, b)
     gal_q = d.u(0.5, 1.0, b)
 

@@ -36,6 +36,7 @@ class Population:
     theta_e: tuple[float, float] = (0.5, 3.5)       # Einstein radius, arcsec (log-uniform)
     lens_mag: tuple[float, float] = (17.5, 21.0)    # lens galaxy at theta_E = 1", reference band
     lens_size: tuple[float, float] = (0.6, 2.6)     # galaxy R_e = theta_E * U(lo, hi) + 0.2", capped (SLACS sizes)
+    lens_size_scatter: float = 0.0                  # ln-normal sigma on that R_e (0: none), every kind alike
     lens_colors: dict[str, float] = field(default_factory=dict)
     source_mag: tuple[float, float] = (21.0, 24.0)  # companions and field galaxies only: a lensed source's
     source_colors: dict[str, float] = field(default_factory=dict)  # magnitude follows from its arc S/N
@@ -147,6 +148,10 @@ def load_survey(name_or_path: str, image_size: int | None = None) -> Survey:
                 and (size[0] >= 0 if zero_ok else size[0] > 0) and size[0] <= size[1]):
             raise ConfigError(f"{path}: {key} {size!r} must be [lo, hi] with {'0 <=' if zero_ok else '0 <'} lo <= hi "
                               f"({what})")
+    scatter = pop.lens_size_scatter
+    if not (isinstance(scatter, (int, float)) and 0 <= scatter <= 1.5):
+        raise ConfigError(f"{path}: lens_size_scatter {scatter!r} must be a number from 0 to 1.5 (the ln-normal sigma "
+                          "of the lens galaxy's R_e; 0.5 is ~0.2 dex)")
     bad = set(pop.negative_mix) - set(NEGATIVE_MIX)
     if bad or not sum(pop.negative_mix.values()) > 0:
         raise ConfigError(f"{path}: negative_mix {pop.negative_mix}: kinds must be among {', '.join(NEGATIVE_MIX)} "
