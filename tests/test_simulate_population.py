@@ -171,6 +171,7 @@ def test_lens_size_scatter_is_ln_normal_on_every_kind(survey):
     ("population: {lens_size_scatter: -0.1}\n", "lens_size_scatter"),
     ("population: {lens_size_scatter: [0.1, 0.2]}\n", "lens_size_scatter"),
     ("population: {lens_size_scatter: 2.0}\n", "lens_size_scatter"),
+    ("population: {lens_size_scatter: yes}\n", "lens_size_scatter"),             # YAML's true, not 1
     ("population: [1, 2]\n", "'population' holds list"),
     ("population: {companion_arc_size: [0, 1]}\n", "companion_arc_size"),   # log-uniform from 0
 ])

@@ -149,7 +149,7 @@ def load_survey(name_or_path: str, image_size: int | None = None) -> Survey:
             raise ConfigError(f"{path}: {key} {size!r} must be [lo, hi] with {'0 <=' if zero_ok else '0 <'} lo <= hi "
                               f"({what})")
     scatter = pop.lens_size_scatter
-    if not (isinstance(scatter, (int, float)) and 0 <= scatter <= 1.5):
+    if isinstance(scatter, bool) or not (isinstance(scatter, (int, float)) and 0 <= scatter <= 1.5):  # YAML's yes
         raise ConfigError(f"{path}: lens_size_scatter {scatter!r} must be a number from 0 to 1.5 (the ln-normal sigma "
                           "of the lens galaxy's R_e; 0.5 is ~0.2 dex)")
     bad = set(pop.negative_mix) - set(NEGATIVE_MIX)
