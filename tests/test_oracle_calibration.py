@@ -57,7 +57,9 @@ def test_the_good_model_is_good(splits, good_run_dir):
     for name, (c, z_val, y_val, _, y_tr) in splits.items():
         assert len(y_val) == 300 and 60 < y_val.sum() < 150
         assert roc_auc_score(y_val, z_val) > 0.95, name
-        assert abs(c["temperature"] - 1) > 0.03, name  # 0.92 and 1.04 with the simulator of issue #15
+        # 0.92 and 1.04 on the AVX2 host, 0.974 for s0 on an AVX-512 one (fp32 kernels differ); the checks below
+        # match T to rel 1e-5, so 0.01 from 1 already tells a fitted T from a skipped one 1,000 times over
+        assert abs(c["temperature"] - 1) > 0.01, name
         assert c["train_lens_fraction"] == pytest.approx(y_tr.mean()) and abs(c["train_lens_fraction"] - 0.5) > 0.1
 
 
@@ -69,8 +71,8 @@ def test_temperature_is_the_validation_maximum_likelihood(splits, name):
     # fitted on the validation split, not the training split (where the model is more confident)
     t_tr = oracle_temperature(y_tr, z_tr)
     assert abs(t_tr / t_val - 1) > 1e-3, (t_tr, t_val)
-    # and T = 1 (calibration skipped) would be far off
-    assert abs(t_val - 1) > 0.03
+    # and T = 1 (calibration skipped) would be far off (see the margin above)
+    assert abs(t_val - 1) > 0.01
 
 
 @pytest.mark.parametrize("name", MEMBERS)
