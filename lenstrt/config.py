@@ -8,6 +8,7 @@ option left at None means "keep the file's value, else the default".
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,13 @@ class TrainingConfig:
     ddp_timeout_s: float = 1800.0        # a rank waiting longer on its peers fails (no silent hang)
 
     def __post_init__(self) -> None:
+        # checked here, where YAML and CLI values both land, not by the optimizer after the data has loaded
+        # (lr 0 is allowed, as torch allows it: the weights stay put, which the --init tests rely on)
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr >= 0):
+            raise ConfigError(f"lr {self.lr}: need a learning rate >= 0 (default 1e-3)")
+        if not (isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay)
+                and self.weight_decay >= 0):
+            raise ConfigError(f"weight_decay {self.weight_decay}: need a number >= 0 (default 1e-2)")
         if not 0.0 <= self.band_jitter < 1.0:  # a gain 1 + U(-j, j) must stay positive
             raise ConfigError(f"band_jitter {self.band_jitter}: need 0 <= band_jitter < 1")
         if isinstance(self.init, os.PathLike):

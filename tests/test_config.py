@@ -32,6 +32,9 @@ def test_cli_overrides_win_and_none_keeps(tmp_path):
     ("training:\n  band_jitter: abc\n", "[training] band_jitter: 'abc' is not float"),
     ("training:\n  band_jitter: 1.5\n", "need 0 <= band_jitter < 1"),
     ("training:\n  members: 2.5\n", "members: 2.5 is not int"),
+    ("training:\n  lr: -0.5\n", "lr -0.5: need a learning rate >= 0"),
+    ("training:\n  lr: .nan\n", "lr nan: need a learning rate >= 0"),
+    ("training:\n  weight_decay: -0.1\n", "weight_decay -0.1: need a number >= 0"),
     ("training:\n  augment: 'no'\n", "augment: 'no' is not bool"),
 ])
 def test_bad_config_names_file_and_problem(tmp_path, text, msg):

@@ -22,6 +22,7 @@ CASES = [  # (argv with {d} for the fixture dir, text the line must hold)
     (["train", "--data", "{d}/missing", "--out", "{d}/t1", "--max-steps", "1"], "missing: no such file or directory"),
     (["train", "--data", "{d}/a_file", "--out", "{d}/t2"], "a_file: unsupported file type"),
     (["train", "--data", "{d}/empty", "--out", "/proc/lenstrt-nope"], "cannot be used as --out"),
+    (["train", "--data", "{d}/empty", "--out", "{d}/t3", "--lr", "-1"], "lr -1.0: need a learning rate >= 0"),
     (["evaluate", "--checkpoint", "{d}/missing", "--data", "{d}/empty", "--out", "/proc/lenstrt-nope"],
      "cannot be used as --out"),
     (["evaluate", "--checkpoint", "{d}/missing", "--data", "{d}/empty", "--out", "{d}/e"], "empty: no cutout files"),
